@@ -1,0 +1,7 @@
+//! sealgate: a transparent SMTP proxy that signs and encrypts mail before relaying it over
+//! forced, verified TLS.
+//!
+//! One message flows one way: [`server`] (listener) -> [`smtp::Session`] (sans-IO) ->
+//! [`relay`] (ties the session to its upstream) -> [`upstream`] (forced-TLS client).
+
+pub mod smtp;

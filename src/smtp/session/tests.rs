@@ -1,0 +1,518 @@
+//! The session fed by a scripted driver, with every input split in every way that matters.
+
+use super::*;
+
+/// What a scripted driver saw.
+#[derive(Debug, Default, PartialEq)]
+struct Outcome {
+    replies: String,
+    events: Vec<String>,
+    messages: Vec<Vec<u8>>,
+    closed: bool,
+}
+
+fn features() -> UpstreamFeatures {
+    UpstreamFeatures {
+        size: None,
+        eightbitmime: true,
+        smtputf8: true,
+        dsn: true,
+        auth: vec!["PLAIN".into(), "LOGIN".into()],
+    }
+}
+
+/// Feeds `input` in pieces of `split` bytes, answering every question like an upstream that
+/// accepts everything except recipients starting with "bad".
+fn drive(cfg: SessionConfig, feats: UpstreamFeatures, input: &[u8], split: usize) -> Outcome {
+    let mut s = Session::new(cfg);
+    let mut o = Outcome::default();
+    let mut body = Vec::new();
+    let mut chunks = input.chunks(split.max(1));
+    loop {
+        while let Some(action) = s.next_action() {
+            match action {
+                Action::Send(r) => o.replies.push_str(&String::from_utf8_lossy(&r.to_bytes())),
+                Action::Ehlo => s.features(feats.clone()),
+                Action::Mail(p) => {
+                    o.events.push(format!("MAIL {}", p.wire()));
+                    s.answer(Reply::new(250, "2.1.0", "OK"));
+                }
+                Action::Rcpt(p) => {
+                    o.events.push(format!("RCPT {}", p.wire()));
+                    if p.address.starts_with("bad") {
+                        s.answer(Reply::new(550, "5.1.1", "No such user"));
+                    } else {
+                        s.answer(Reply::new(250, "2.1.5", "OK"));
+                    }
+                }
+                Action::Body(b) => body.extend_from_slice(&b),
+                Action::MessageEnd => {
+                    o.events.push("END".into());
+                    o.messages.push(std::mem::take(&mut body));
+                    s.answer(Reply::new(250, "2.0.0", "queued"));
+                }
+                Action::MessageAbort => {
+                    o.events.push("ABORT".into());
+                    body.clear();
+                }
+                Action::Reset => o.events.push("RESET".into()),
+                Action::Auth(secret) => {
+                    o.events
+                        .push(format!("AUTH {}", String::from_utf8_lossy(secret.expose())));
+                    if secret.expose() == b"AUTH LOGIN" {
+                        s.answer(Reply::plain(334, vec!["VXNlcm5hbWU6".into()]));
+                    } else {
+                        s.answer(Reply::new(235, "2.7.0", "Authenticated"));
+                    }
+                }
+                Action::StartTls => {
+                    o.events.push("STARTTLS".into());
+                    s.tls_established();
+                }
+                Action::Close => {
+                    o.closed = true;
+                    return o;
+                }
+            }
+        }
+        match chunks.next() {
+            Some(c) => s.feed(c),
+            None => return o,
+        }
+    }
+}
+
+fn codes(o: &Outcome) -> Vec<String> {
+    o.replies
+        .lines()
+        .filter(|l| l.as_bytes().get(3) == Some(&b' '))
+        .map(|l| l[..3].to_string())
+        .collect()
+}
+
+fn plain_cfg() -> SessionConfig {
+    SessionConfig {
+        hostname: "gw.test".into(),
+        ..SessionConfig::default()
+    }
+}
+
+const SIMPLE: &[u8] = b"EHLO c.test\r\nMAIL FROM:<a@x.test> SIZE=20\r\nRCPT TO:<b@y.test> NOTIFY=SUCCESS,FAILURE\r\nDATA\r\nSubject: t\r\n\r\n..dot\r\nbody\r\n.\r\nQUIT\r\n";
+
+#[test]
+fn a_transaction_is_the_same_however_the_bytes_are_split() {
+    let whole = drive(plain_cfg(), features(), SIMPLE, SIMPLE.len());
+    assert_eq!(
+        codes(&whole),
+        ["220", "250", "250", "250", "354", "250", "221"]
+    );
+    assert_eq!(
+        whole.events,
+        [
+            "MAIL <a@x.test> SIZE=20",
+            "RCPT <b@y.test> NOTIFY=SUCCESS,FAILURE",
+            "END"
+        ]
+    );
+    assert_eq!(
+        whole.messages,
+        [b"Subject: t\r\n\r\n.dot\r\nbody\r\n".to_vec()]
+    );
+    assert!(whole.closed);
+    for split in 1..SIMPLE.len() {
+        assert_eq!(
+            drive(plain_cfg(), features(), SIMPLE, split),
+            whole,
+            "split {split}"
+        );
+    }
+}
+
+#[test]
+fn ehlo_advertises_upstream_features_and_size() {
+    let mut f = features();
+    f.size = Some(1000);
+    f.dsn = false;
+    let o = drive(plain_cfg(), f, b"EHLO c\r\n", 64);
+    assert!(o.replies.contains("250-SIZE 1000\r\n"), "{}", o.replies);
+    assert!(o.replies.contains("SMTPUTF8"));
+    assert!(!o.replies.contains("DSN"));
+    assert!(!o.replies.contains("STARTTLS"), "not a starttls listener");
+    assert!(!o.replies.contains("AUTH"), "no AUTH before TLS");
+    let o = drive(plain_cfg(), UpstreamFeatures::default(), b"EHLO c\r\n", 64);
+    assert!(!o.replies.contains("SMTPUTF8"));
+    assert!(o.replies.contains(&format!("SIZE {}", 50 * 1024 * 1024)));
+}
+
+#[test]
+fn pipelined_messages_after_a_proper_end_are_separate_transactions() {
+    let input = b"EHLO c\r\nMAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nDATA\r\none\r\n.\r\nMAIL FROM:<a@x>\r\nRCPT TO:<c@y>\r\nDATA\r\ntwo\r\n.\r\n";
+    for split in [1, 7, input.len()] {
+        let o = drive(plain_cfg(), features(), input, split);
+        assert_eq!(o.messages, [b"one\r\n".to_vec(), b"two\r\n".to_vec()]);
+        assert_eq!(
+            codes(&o),
+            ["220", "250", "250", "250", "354", "250", "250", "250", "354", "250"]
+        );
+    }
+}
+
+#[test]
+fn smuggling_never_ends_a_message_nor_starts_another() {
+    let prefix = b"EHLO c\r\nMAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nDATA\r\nhello\r\n".to_vec();
+    let smuggled = b"MAIL FROM:<evil@x>\r\nRCPT TO:<victim@y>\r\nDATA\r\nforged\r\n.\r\n";
+    for seq in [
+        &b"\n.\n"[..],
+        b"\n.\r\n",
+        b"\r.\r",
+        b"\r\n.\r\r\n",
+        b".\n",
+        b"\r\n.\n",
+        b"x\r.\r\n",
+    ] {
+        let mut input = prefix.clone();
+        input.extend_from_slice(seq);
+        input.extend_from_slice(smuggled);
+        for split in [1, 2, 3, input.len()] {
+            let o = drive(plain_cfg(), features(), &input, split);
+            let text = String::from_utf8_lossy(seq);
+            assert!(o.messages.is_empty(), "{text:?} delivered {:?}", o.messages);
+            assert!(
+                !o.events.iter().any(|e| e.contains("evil")),
+                "{text:?}: {:?}",
+                o.events
+            );
+            assert!(
+                o.replies.ends_with(
+                    "521 5.5.2 Bare CR or LF in message content, closing connection\r\n"
+                ),
+                "{text:?}: {}",
+                o.replies
+            );
+            assert!(o.closed);
+            assert!(o.events.ends_with(&["ABORT".into(), "RESET".into()]));
+        }
+    }
+}
+
+#[test]
+fn nul_around_the_dot_is_content_not_an_end() {
+    let input =
+        b"EHLO c\r\nMAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nDATA\r\na\r\n.\x00\r\n\x00.\r\n.\r\n";
+    let o = drive(plain_cfg(), features(), input, 1);
+    assert_eq!(o.messages, [b"a\r\n\x00\r\n\x00.\r\n".to_vec()]);
+}
+
+#[test]
+fn plaintext_pipelined_behind_starttls_is_discarded() {
+    let cfg = SessionConfig {
+        starttls: true,
+        ..plain_cfg()
+    };
+    let input = b"EHLO c\r\nSTARTTLS\r\nMAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\n";
+    let o = drive(cfg.clone(), features(), input, input.len());
+    assert_eq!(o.events, ["STARTTLS"], "nothing behind STARTTLS may run");
+    // After TLS the session starts over: MAIL needs a new EHLO; no second STARTTLS.
+    let input = b"EHLO c\r\nSTARTTLS\r\n";
+    let mut s = Session::new(cfg);
+    s.feed(input);
+    let mut saw_tls = false;
+    while let Some(a) = s.next_action() {
+        match a {
+            Action::Ehlo => s.features(features()),
+            Action::StartTls => {
+                saw_tls = true;
+                s.tls_established()
+            }
+            _ => {}
+        }
+    }
+    assert!(saw_tls && s.is_tls());
+    s.feed(b"MAIL FROM:<a@x>\r\nEHLO c\r\nSTARTTLS\r\n");
+    let mut replies = String::new();
+    while let Some(a) = s.next_action() {
+        match a {
+            Action::Send(r) => replies.push_str(&String::from_utf8_lossy(&r.to_bytes())),
+            Action::Ehlo => s.features(features()),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(replies.starts_with("503 5.5.1"), "{replies}");
+    assert!(
+        !replies.contains("STARTTLS"),
+        "STARTTLS advertised after TLS: {replies}"
+    );
+    assert!(replies.contains("AUTH PLAIN LOGIN"), "{replies}");
+    assert!(replies.ends_with("503 5.5.1 TLS already active or not available\r\n"));
+}
+
+#[test]
+fn require_tls_refuses_mail_and_auth_before_starttls() {
+    let cfg = SessionConfig {
+        starttls: true,
+        require_tls: true,
+        ..plain_cfg()
+    };
+    let o = drive(
+        cfg,
+        features(),
+        b"EHLO c\r\nMAIL FROM:<a@x>\r\nAUTH PLAIN AGEAYg==\r\n",
+        5,
+    );
+    assert!(o.replies.contains("530 5.7.0"), "{}", o.replies);
+    assert!(o.replies.contains("538 5.7.11"), "{}", o.replies);
+    assert!(o.events.is_empty());
+}
+
+#[test]
+fn auth_is_passed_through_after_tls_with_continuations() {
+    let cfg = SessionConfig {
+        implicit_tls: true,
+        ..plain_cfg()
+    };
+    let input = b"EHLO c\r\nAUTH LOGIN\r\ndXNlcg==\r\nMAIL FROM:<a@x> AUTH=<>\r\n";
+    let o = drive(cfg, features(), input, 3);
+    assert_eq!(
+        o.events,
+        ["AUTH AUTH LOGIN", "AUTH dXNlcg==", "MAIL <a@x> AUTH=<>"]
+    );
+    assert_eq!(codes(&o), ["220", "250", "334", "235", "250"]);
+    let secret = Secret::new(b"AUTH PLAIN c2VjcmV0".to_vec());
+    assert!(!format!("{secret:?}").contains("c2Vj"));
+}
+
+#[test]
+fn command_line_limit_at_minus_one_exact_and_plus_one() {
+    // 512 octets including CRLF is the limit (RFC 5321 4.5.3.1.4).
+    let noop = |len: usize| {
+        let mut l = b"NOOP ".to_vec();
+        l.resize(len - 2, b'x');
+        l.extend_from_slice(b"\r\n");
+        l
+    };
+    for (len, ok) in [(511, true), (512, true), (513, false), (100_000, false)] {
+        let mut input = noop(len);
+        input.extend_from_slice(b"NOOP\r\n");
+        for split in [1, 100, input.len()] {
+            let o = drive(plain_cfg(), features(), &input, split);
+            let expected: &[&str] = if ok {
+                &["220", "250", "250"]
+            } else {
+                &["220", "500", "250"]
+            };
+            assert_eq!(codes(&o), expected, "len {len} split {split}");
+        }
+    }
+}
+
+#[test]
+fn message_size_limit_at_minus_one_exact_and_plus_one() {
+    let cfg = SessionConfig {
+        max_message_size: 100,
+        ..plain_cfg()
+    };
+    for (size, ok) in [(99, true), (100, true), (101, false)] {
+        let mut input = b"EHLO c\r\nMAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nDATA\r\n".to_vec();
+        let mut content = vec![b'a'; size - 2];
+        content.extend_from_slice(b"\r\n");
+        input.extend_from_slice(&content);
+        input.extend_from_slice(b".\r\nNOOP\r\n");
+        let o = drive(cfg.clone(), features(), &input, 13);
+        if ok {
+            assert_eq!(o.messages, [content]);
+        } else {
+            assert!(o.messages.is_empty());
+            assert!(o.replies.contains("552 5.3.4"), "{}", o.replies);
+            assert!(o.replies.ends_with("250 2.0.0 OK\r\n"), "session goes on");
+        }
+        // SIZE= declared up front is checked against the same limit.
+        let mail = format!("EHLO c\r\nMAIL FROM:<a@x> SIZE={size}\r\n");
+        let o = drive(cfg.clone(), features(), mail.as_bytes(), 64);
+        assert_eq!(
+            codes(&o).last().map(String::as_str),
+            Some(if ok { "250" } else { "552" })
+        );
+    }
+}
+
+#[test]
+fn hostile_size_parameters() {
+    for p in ["SIZE=-1", "SIZE=100000000000000000000", "SIZE=1e9", "SIZE="] {
+        let input = format!("EHLO c\r\nMAIL FROM:<a@x> {p}\r\n");
+        let o = drive(plain_cfg(), features(), input.as_bytes(), 64);
+        let last = codes(&o).pop().unwrap();
+        assert!(last.starts_with('5'), "{p}: {}", o.replies);
+        assert!(o.events.is_empty());
+    }
+}
+
+#[test]
+fn recipient_limit_at_minus_one_exact_and_plus_one() {
+    let cfg = SessionConfig {
+        max_recipients: 3,
+        ..plain_cfg()
+    };
+    let mut input = b"EHLO c\r\nMAIL FROM:<a@x>\r\n".to_vec();
+    for i in 0..4 {
+        input.extend_from_slice(format!("RCPT TO:<r{i}@y>\r\n").as_bytes());
+    }
+    let o = drive(cfg, features(), &input, input.len());
+    assert_eq!(codes(&o), ["220", "250", "250", "250", "250", "250", "452"]);
+    assert!(o.replies.ends_with("452 4.5.3 Too many recipients\r\n"));
+}
+
+#[test]
+fn refused_recipients_do_not_count_and_data_needs_one() {
+    let input = b"EHLO c\r\nMAIL FROM:<a@x>\r\nRCPT TO:<bad@y>\r\nDATA\r\n";
+    let o = drive(plain_cfg(), features(), input, 4);
+    assert_eq!(codes(&o), ["220", "250", "250", "550", "554"]);
+}
+
+#[test]
+fn extensions_need_upstream_support_and_utf8_needs_smtputf8() {
+    let none = UpstreamFeatures::default();
+    let o = drive(
+        plain_cfg(),
+        none.clone(),
+        b"EHLO c\r\nMAIL FROM:<a@x> RET=FULL\r\n",
+        64,
+    );
+    assert!(o
+        .replies
+        .ends_with("555 5.5.4 Unsupported parameter RET\r\n"));
+    let o = drive(
+        plain_cfg(),
+        none,
+        b"EHLO c\r\nMAIL FROM:<a@x> SMTPUTF8\r\n",
+        64,
+    );
+    assert!(o.replies.contains("555 5.5.4"));
+    let o = drive(
+        plain_cfg(),
+        features(),
+        "EHLO c\r\nMAIL FROM:<j\u{f6}rg@x>\r\n".as_bytes(),
+        64,
+    );
+    assert!(
+        o.replies.ends_with("553 5.6.7 Address needs SMTPUTF8\r\n"),
+        "{}",
+        o.replies
+    );
+    let input = "EHLO c\r\nMAIL FROM:<j\u{f6}rg@x> SMTPUTF8\r\nRCPT TO:<m\u{fc}ller@y>\r\n";
+    let o = drive(plain_cfg(), features(), input.as_bytes(), 64);
+    assert_eq!(o.events.len(), 2, "{}", o.replies);
+    let o = drive(
+        plain_cfg(),
+        features(),
+        b"HELO c\r\nMAIL FROM:<a@x> BODY=8BITMIME\r\n",
+        64,
+    );
+    assert!(o.replies.contains("555"), "no ESMTP parameters after HELO");
+}
+
+#[test]
+fn bdat_chunks_in_any_split() {
+    let input = b"EHLO c\r\nMAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nBDAT 4\r\nab\r\nBDAT 4 LAST\r\ncd\r\nNOOP\r\n";
+    for split in 1..input.len() {
+        let o = drive(plain_cfg(), features(), input, split);
+        assert_eq!(o.messages, [b"ab\r\ncd\r\n".to_vec()], "split {split}");
+        assert_eq!(codes(&o), ["220", "250", "250", "250", "250", "250", "250"]);
+    }
+}
+
+#[test]
+fn bdat_with_bare_lf_or_without_transaction_or_too_big() {
+    let o = drive(
+        plain_cfg(),
+        features(),
+        b"EHLO c\r\nMAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nBDAT 3 LAST\r\na\n.\r\n",
+        2,
+    );
+    assert!(o.messages.is_empty());
+    assert!(o.replies.contains("521 5.5.2") && o.closed);
+    // Without a transaction the chunk is still consumed, so "QUIT" inside it is not a command.
+    let o = drive(
+        plain_cfg(),
+        features(),
+        b"EHLO c\r\nBDAT 6\r\nQUIT\r\nNOOP\r\n",
+        3,
+    );
+    assert_eq!(codes(&o), ["220", "250", "503", "250"]);
+    let cfg = SessionConfig {
+        max_message_size: 10,
+        ..plain_cfg()
+    };
+    let o = drive(
+        cfg,
+        features(),
+        b"EHLO c\r\nMAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nBDAT 11 LAST\r\n",
+        64,
+    );
+    assert!(o.replies.contains("552 5.3.4") && o.closed);
+}
+
+#[test]
+fn long_text_lines_are_refused_at_end_of_data() {
+    let cfg = SessionConfig {
+        max_line_length: 10,
+        ..plain_cfg()
+    };
+    for (len, ok) in [(9, true), (10, true), (11, false)] {
+        let mut input = b"EHLO c\r\nMAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nDATA\r\n".to_vec();
+        input.extend(std::iter::repeat_n(b'x', len));
+        input.extend_from_slice(b"\r\n.\r\n");
+        let o = drive(cfg.clone(), features(), &input, 5);
+        assert_eq!(o.messages.len(), usize::from(ok), "{len}");
+        if !ok {
+            assert!(o
+                .replies
+                .ends_with("554 5.6.0 Line longer than 10 octets\r\n"));
+        }
+    }
+}
+
+#[test]
+fn junk_flood_is_cut_off() {
+    let input = b"JUNK\r\n".repeat(50);
+    let o = drive(plain_cfg(), features(), &input, input.len());
+    assert!(o
+        .replies
+        .ends_with("421 4.7.0 Too many errors, closing connection\r\n"));
+    assert_eq!(codes(&o).len(), 1 + 20 + 1);
+    assert!(o.closed);
+}
+
+#[test]
+fn bare_lf_in_commands_and_order_errors() {
+    let o = drive(
+        plain_cfg(),
+        features(),
+        b"EHLO c\nMAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nDATA\r\n",
+        64,
+    );
+    assert_eq!(codes(&o), ["220", "500", "503", "503", "503"]);
+}
+
+#[test]
+fn timeout_in_data_aborts_the_message() {
+    let mut s = Session::new(plain_cfg());
+    s.feed(b"EHLO c\r\nMAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nDATA\r\npartial");
+    let mut body = Vec::new();
+    while let Some(a) = s.next_action() {
+        match a {
+            Action::Ehlo => s.features(features()),
+            Action::Mail(_) | Action::Rcpt(_) => s.answer(Reply::new(250, "2.0.0", "OK")),
+            Action::Body(b) => body.extend(b),
+            _ => {}
+        }
+    }
+    assert!(s.in_data());
+    s.timed_out();
+    let actions: Vec<String> = std::iter::from_fn(|| s.next_action())
+        .map(|a| format!("{a:?}"))
+        .collect();
+    assert_eq!(actions[0], "MessageAbort");
+    assert!(actions[1].contains("421"));
+    assert_eq!(actions[2], "Close");
+    assert!(s.is_closed());
+}
