@@ -4,4 +4,13 @@
 //! One message flows one way: [`server`] (listener) -> [`smtp::Session`] (sans-IO) ->
 //! [`relay`] (ties the session to its upstream) -> [`upstream`] (forced-TLS client).
 
+pub mod config;
+pub mod demo;
+pub mod inbound;
+pub mod relay;
+pub mod server;
+pub mod sink;
 pub mod smtp;
+pub mod spool;
+pub mod tls;
+pub mod upstream;

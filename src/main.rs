@@ -1,1 +1,128 @@
-fn main() {}
+//! The `sealgate` command line.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use sealgate::config::Config;
+use sealgate::server::{self, Server};
+
+#[derive(Parser)]
+#[command(
+    name = "sealgate",
+    version,
+    about = "SMTP proxy that signs and encrypts mail, relaying over forced, verified TLS"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy.
+    #[command(after_help = "Example:\n  sealgate serve --config /etc/sealgate/sealgate.toml")]
+    Serve {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Validate a configuration file and print every error (exit status 2 if invalid).
+    #[command(after_help = "Example:\n  sealgate check-config --config deploy/sealgate.toml")]
+    CheckConfig {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Run the proxy on loopback in front of a built-in TLS sink, with throwaway certificates.
+    #[command(
+        after_help = "Example:\n  sealgate demo\n  swaks --server 127.0.0.1:2525 --tls --to bob@example.net"
+    )]
+    Demo {
+        /// Folder for the demo's certificates, configuration and received messages.
+        #[arg(long, default_value = "sealgate-demo")]
+        dir: PathBuf,
+        /// Where the proxy listens.
+        #[arg(long, default_value = "127.0.0.1:2525")]
+        listen: std::net::SocketAddr,
+        /// Where the built-in upstream sink listens.
+        #[arg(long, default_value = "127.0.0.1:2526")]
+        sink: std::net::SocketAddr,
+    },
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match cli.command {
+        Command::CheckConfig { config } => match Config::load(&config) {
+            Ok(_) => {
+                println!("{}: OK", config.display());
+                ExitCode::SUCCESS
+            }
+            Err(errors) => {
+                eprint!("{errors}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Serve { config } => {
+            let config = match Config::load(&config) {
+                Ok(c) => c,
+                Err(errors) => {
+                    eprint!("{errors}");
+                    return ExitCode::from(2);
+                }
+            };
+            runtime(async move {
+                let server = match Server::bind(&config).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        eprintln!("sealgate: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                };
+                {
+                    let mut out = std::io::stdout().lock();
+                    for (addr, mode) in server.local_addrs() {
+                        let _ = writeln!(out, "sealgate: listening on {addr} (tls={mode})");
+                    }
+                    let _ = out.flush();
+                }
+                server.run(server::shutdown_signal()).await;
+                ExitCode::SUCCESS
+            })
+        }
+        Command::Demo { dir, listen, sink } => runtime(async move {
+            match sealgate::demo::run(sealgate::demo::DemoOptions { dir, listen, sink }).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("sealgate demo: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }),
+    }
+}
+
+fn runtime(fut: impl std::future::Future<Output = ExitCode>) -> ExitCode {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt.block_on(fut),
+        Err(e) => {
+            eprintln!("sealgate: cannot start the runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -33,7 +33,7 @@ from support.pki import make_pki  # noqa: E402
 from support.upstream import Upstream  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
-SEALGATE_BIN = os.environ.get("SEALGATE_BIN", str(REPO / "target" / "debug" / "sealgate"))
+SEALGATE_BIN = os.path.abspath(os.environ.get("SEALGATE_BIN", str(REPO / "target" / "debug" / "sealgate")))
 LISTEN_RE_PREFIX = "sealgate: listening on "
 
 
@@ -138,9 +138,10 @@ DEFAULT_LIMITS = {
 
 
 def build_config(workdir: Path, pki: dict, upstream_addr: str, *, listen: Optional[list] = None,
-                 upstream: Optional[dict] = None, limits: Optional[dict] = None,
+                 upstream_cfg: Optional[dict] = None, limits: Optional[dict] = None,
                  server: Optional[dict] = None, extra: Optional[dict] = None) -> dict:
-    """The config dict sealgate will get. Overrides are merged into each section."""
+    """The config dict sealgate will get. Overrides are merged into each section
+    (listen: one dict per listener; upstream_cfg: the [upstream] section)."""
     lst = listen if listen is not None else [{}]
     listeners = []
     for l in lst:
@@ -151,7 +152,7 @@ def build_config(workdir: Path, pki: dict, upstream_addr: str, *, listen: Option
             d.setdefault("cert", None)
         listeners.append(d)
     up = {"address": upstream_addr, "tls": "starttls", "ca_file": pki["ca"], "server_name": "localhost"}
-    up.update(upstream or {})
+    up.update(upstream_cfg or {})
     lim = dict(DEFAULT_LIMITS)
     lim.update(limits or {})
     srv = {"hostname": "sealgate.test"}

@@ -1,0 +1,519 @@
+//! Configuration file (TOML): parsing, defaults and validation that reports every error at once.
+//!
+//! Relative paths in the file are resolved against the directory of the configuration file.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::tls;
+
+/// One problem in a configuration file, with where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub location: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.location, self.message)
+    }
+}
+
+/// All the problems found in a configuration file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors {
+    pub file: PathBuf,
+    pub errors: Vec<ConfigError>,
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for e in &self.errors {
+            writeln!(f, "{}: {e}", self.file.display())?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ListenTls {
+    None,
+    Starttls,
+    Implicit,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamTls {
+    Starttls,
+    Implicit,
+}
+
+#[derive(Debug, Clone)]
+pub struct ListenerConfig {
+    pub address: SocketAddr,
+    pub tls: ListenTls,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    pub require_tls: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    pub host: String,
+    pub port: u16,
+    pub tls: UpstreamTls,
+    pub ca_file: Option<PathBuf>,
+    /// The name the upstream certificate must carry.
+    pub server_name: String,
+    /// Our name in EHLO to the upstream.
+    pub helo_name: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_message_size: u64,
+    pub max_recipients: usize,
+    pub max_connections: usize,
+    pub max_command_line: usize,
+    pub max_line_length: usize,
+    pub max_errors: usize,
+    pub command_timeout: Duration,
+    pub data_timeout: Duration,
+    pub upstream_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub shutdown_grace: Duration,
+    /// Message bytes kept in memory before spilling to a temporary file.
+    pub memory_spool: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub hostname: String,
+    pub spool_dir: Option<PathBuf>,
+    pub store_path: PathBuf,
+    pub listeners: Vec<ListenerConfig>,
+    pub upstream: UpstreamConfig,
+    pub limits: Limits,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    server: RawServer,
+    store: Option<RawStore>,
+    #[serde(default)]
+    listen: Vec<RawListen>,
+    upstream: Option<RawUpstream>,
+    #[serde(default)]
+    limits: RawLimits,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    hostname: Option<String>,
+    spool_dir: Option<PathBuf>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    path: PathBuf,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawListen {
+    address: String,
+    tls: ListenTls,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    #[serde(default)]
+    require_tls: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUpstream {
+    address: String,
+    tls: String,
+    ca_file: Option<PathBuf>,
+    server_name: Option<String>,
+    helo_name: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    max_message_size: Option<u64>,
+    max_recipients: Option<usize>,
+    max_connections: Option<usize>,
+    max_command_line: Option<usize>,
+    max_line_length: Option<usize>,
+    max_errors: Option<usize>,
+    command_timeout: Option<u64>,
+    data_timeout: Option<u64>,
+    upstream_timeout: Option<u64>,
+    connect_timeout: Option<u64>,
+    shutdown_grace: Option<u64>,
+    memory_spool: Option<usize>,
+}
+
+struct Collector {
+    errors: Vec<ConfigError>,
+}
+
+impl Collector {
+    fn push(&mut self, location: impl Into<String>, message: impl Into<String>) {
+        self.errors.push(ConfigError {
+            location: location.into(),
+            message: message.into(),
+        });
+    }
+}
+
+impl Config {
+    /// Reads and validates a configuration file, loading the TLS material it names so that
+    /// every problem shows up now rather than at the first connection.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let fail = |errors| ConfigErrors {
+            file: path.to_path_buf(),
+            errors,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            fail(vec![ConfigError {
+                location: "file".into(),
+                message: e.to_string(),
+            }])
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Config::parse(&text, base).map_err(fail)
+    }
+
+    /// Parses configuration text; relative paths are taken relative to `base`.
+    pub fn parse(text: &str, base: &Path) -> Result<Config, Vec<ConfigError>> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let location = match e.span() {
+                Some(span) => {
+                    let line = text[..span.start.min(text.len())].lines().count().max(1);
+                    format!("line {line}")
+                }
+                None => "file".into(),
+            };
+            vec![ConfigError {
+                location,
+                message: e.message().to_string(),
+            }]
+        })?;
+        let mut c = Collector { errors: Vec::new() };
+        let resolve = |p: &Path| {
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                base.join(p)
+            }
+        };
+
+        let hostname = raw.server.hostname.unwrap_or_else(system_hostname);
+        if hostname.is_empty()
+            || !hostname
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || "-.[]:".contains(ch))
+        {
+            c.push(
+                "server.hostname",
+                format!("not a valid host name: {hostname:?}"),
+            );
+        }
+
+        let store_path = match raw.store {
+            Some(s) => resolve(&s.path),
+            None => {
+                c.push("store", "missing [store] section with path");
+                PathBuf::new()
+            }
+        };
+
+        if raw.listen.is_empty() {
+            c.push("listen", "at least one [[listen]] section is required");
+        }
+        let mut listeners = Vec::new();
+        for (i, l) in raw.listen.into_iter().enumerate() {
+            let at = format!("listen[{i}]");
+            let address = match l.address.parse::<SocketAddr>() {
+                Ok(a) => a,
+                Err(_) => {
+                    c.push(
+                        format!("{at}.address"),
+                        format!("not an IP:port address: {:?}", l.address),
+                    );
+                    continue;
+                }
+            };
+            let cert = l.cert.as_deref().map(resolve);
+            let key = l.key.as_deref().map(resolve);
+            if l.tls == ListenTls::None {
+                if l.require_tls {
+                    c.push(
+                        format!("{at}.require_tls"),
+                        "require_tls needs tls = \"starttls\"",
+                    );
+                }
+            } else {
+                match (&cert, &key) {
+                    (Some(cert), Some(key)) => {
+                        if let Err(e) = tls::server_config(cert, key) {
+                            c.push(format!("{at}.cert/key"), e.to_string());
+                        }
+                    }
+                    _ => c.push(
+                        at.clone(),
+                        "cert and key are required unless tls = \"none\"",
+                    ),
+                }
+            }
+            listeners.push(ListenerConfig {
+                address,
+                tls: l.tls,
+                cert,
+                key,
+                require_tls: l.require_tls,
+            });
+        }
+
+        let upstream = match raw.upstream {
+            None => {
+                c.push("upstream", "missing [upstream] section");
+                None
+            }
+            Some(u) => {
+                let tls_mode = match u.tls.as_str() {
+                    "starttls" => Some(UpstreamTls::Starttls),
+                    "implicit" => Some(UpstreamTls::Implicit),
+                    other => {
+                        c.push(
+                            "upstream.tls",
+                            format!("{other:?}: must be \"starttls\" or \"implicit\" (TLS to the upstream is mandatory; there is no plaintext option)"),
+                        );
+                        None
+                    }
+                };
+                let hostport = split_host_port(&u.address);
+                if hostport.is_none() {
+                    c.push(
+                        "upstream.address",
+                        format!("expected host:port, got {:?}", u.address),
+                    );
+                }
+                let ca_file = u.ca_file.as_deref().map(resolve);
+                if let Err(e) = tls::root_store(ca_file.as_deref()) {
+                    c.push("upstream.ca_file", e.to_string());
+                }
+                match (tls_mode, hostport) {
+                    (Some(tls), Some((host, port))) => {
+                        let server_name = u.server_name.unwrap_or_else(|| host.clone());
+                        if rustls_pki_types::ServerName::try_from(server_name.clone()).is_err() {
+                            c.push(
+                                "upstream.server_name",
+                                format!("not a valid name: {server_name:?}"),
+                            );
+                        }
+                        Some(UpstreamConfig {
+                            host,
+                            port,
+                            tls,
+                            ca_file,
+                            server_name,
+                            helo_name: u.helo_name.unwrap_or_else(|| hostname.clone()),
+                        })
+                    }
+                    _ => None,
+                }
+            }
+        };
+
+        let l = raw.limits;
+        let mut positive = |name: &str, v: Option<u64>, default: u64| -> u64 {
+            match v {
+                Some(0) => {
+                    c.push(format!("limits.{name}"), "must be greater than 0");
+                    default
+                }
+                Some(v) => v,
+                None => default,
+            }
+        };
+        let limits = Limits {
+            max_message_size: positive("max_message_size", l.max_message_size, 50 * 1024 * 1024),
+            max_recipients: positive("max_recipients", l.max_recipients.map(|v| v as u64), 1000)
+                as usize,
+            max_connections: positive("max_connections", l.max_connections.map(|v| v as u64), 1000)
+                as usize,
+            max_command_line: positive(
+                "max_command_line",
+                l.max_command_line.map(|v| v as u64),
+                512,
+            ) as usize,
+            max_line_length: positive(
+                "max_line_length",
+                l.max_line_length.map(|v| v as u64),
+                128 * 1024,
+            ) as usize,
+            max_errors: positive("max_errors", l.max_errors.map(|v| v as u64), 20) as usize,
+            command_timeout: Duration::from_secs(positive(
+                "command_timeout",
+                l.command_timeout,
+                300,
+            )),
+            data_timeout: Duration::from_secs(positive("data_timeout", l.data_timeout, 180)),
+            upstream_timeout: Duration::from_secs(positive(
+                "upstream_timeout",
+                l.upstream_timeout,
+                300,
+            )),
+            connect_timeout: Duration::from_secs(positive(
+                "connect_timeout",
+                l.connect_timeout,
+                30,
+            )),
+            shutdown_grace: Duration::from_secs(positive("shutdown_grace", l.shutdown_grace, 30)),
+            memory_spool: positive(
+                "memory_spool",
+                l.memory_spool.map(|v| v as u64),
+                1024 * 1024,
+            ) as usize,
+        };
+        if limits.max_connections > 1_000_000 {
+            c.push("limits.max_connections", "must be at most 1000000");
+        }
+        if limits.max_command_line < 512 {
+            c.push(
+                "limits.max_command_line",
+                "must be at least 512 (RFC 5321 4.5.3.1.4)",
+            );
+        }
+
+        match (c.errors.is_empty(), upstream) {
+            (true, Some(upstream)) => Ok(Config {
+                hostname,
+                spool_dir: raw.server.spool_dir.as_deref().map(resolve),
+                store_path,
+                listeners,
+                upstream,
+                limits,
+            }),
+            _ => Err(c.errors),
+        }
+    }
+}
+
+fn split_host_port(address: &str) -> Option<(String, u16)> {
+    let (host, port) = address.rsplit_once(':')?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let port = port.parse().ok()?;
+    if host.is_empty() {
+        return None;
+    }
+    Some((host.to_string(), port))
+}
+
+fn system_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errors(text: &str) -> Vec<String> {
+        Config::parse(text, Path::new("/nonexistent"))
+            .err()
+            .unwrap_or_default()
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn reports_every_error_at_once() {
+        let errs = errors(
+            r#"
+            [[listen]]
+            address = "nope"
+            tls = "none"
+            [[listen]]
+            address = "127.0.0.1:25"
+            tls = "starttls"
+            [upstream]
+            address = "mx.example"
+            tls = "none"
+            [limits]
+            max_recipients = 0
+            "#,
+        );
+        let joined = errs.join("\n");
+        for needle in [
+            "store: missing",
+            "listen[0].address",
+            "listen[1]: cert and key are required",
+            "upstream.tls",
+            "no plaintext option",
+            "upstream.address",
+            "limits.max_recipients",
+        ] {
+            assert!(joined.contains(needle), "missing {needle:?} in\n{joined}");
+        }
+    }
+
+    #[test]
+    fn syntax_errors_name_the_line() {
+        let errs = errors("[store]\npath = \"x\"\n[upstream\n");
+        assert_eq!(errs.len(), 1);
+        assert!(errs[0].starts_with("line 3"), "{errs:?}");
+        let errs = errors("[store]\npath = \"x\"\nbogus = 1\n");
+        assert!(errs[0].contains("bogus"), "{errs:?}");
+    }
+
+    #[test]
+    fn minimal_valid_config_gets_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("ca.pem"), test_ca_pem()).unwrap();
+        let text = r#"
+            [store]
+            path = "store"
+            [[listen]]
+            address = "127.0.0.1:2525"
+            tls = "none"
+            [upstream]
+            address = "mx.example.net:25"
+            tls = "starttls"
+            ca_file = "ca.pem"
+        "#;
+        let cfg = Config::parse(text, dir.path()).unwrap();
+        assert_eq!(cfg.upstream.server_name, "mx.example.net");
+        assert_eq!(cfg.upstream.port, 25);
+        assert_eq!(cfg.store_path, dir.path().join("store"));
+        assert_eq!(cfg.limits.max_message_size, 52_428_800);
+        assert_eq!(cfg.limits.max_command_line, 512);
+    }
+
+    fn test_ca_pem() -> String {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec![]).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.self_signed(&key).unwrap().pem()
+    }
+}

@@ -1,0 +1,142 @@
+//! `sealgate demo`: a real proxy on loopback in front of a built-in TLS sink, with a throwaway
+//! CA made on the spot. Nothing here is for production: the keys are written in clear to the
+//! demo folder.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use crate::config::Config;
+use crate::inbound::ListenerRuntime;
+use crate::server::{self, Server};
+use crate::smtp::SessionConfig;
+use crate::tls;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    #[error("{0}: {1}")]
+    Io(PathBuf, std::io::Error),
+    #[error("certificate generation: {0}")]
+    Cert(#[from] rcgen::Error),
+    #[error("demo configuration is invalid:\n{0}")]
+    Config(crate::config::ConfigErrors),
+    #[error(transparent)]
+    Serve(#[from] server::ServeError),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsSetupError),
+}
+
+fn write(path: &Path, contents: &str) -> Result<(), DemoError> {
+    std::fs::write(path, contents).map_err(|e| DemoError::Io(path.to_path_buf(), e))
+}
+
+/// Writes a throwaway CA and a `localhost`/127.0.0.1 server certificate into `dir`.
+pub fn make_pki(dir: &Path) -> Result<(), DemoError> {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
+    std::fs::create_dir_all(dir).map_err(|e| DemoError::Io(dir.to_path_buf(), e))?;
+    let ca_key = KeyPair::generate()?;
+    let mut ca = CertificateParams::new(Vec::new())?;
+    ca.distinguished_name
+        .push(DnType::CommonName, "sealgate demo CA (throwaway)");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca_cert = ca.self_signed(&ca_key)?;
+    let issuer = rcgen::Issuer::new(ca, ca_key);
+    let key = KeyPair::generate()?;
+    let mut leaf = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])?;
+    leaf.distinguished_name
+        .push(DnType::CommonName, "localhost");
+    let leaf_cert = leaf.signed_by(&key, &issuer)?;
+    write(&dir.join("ca.pem"), &ca_cert.pem())?;
+    write(&dir.join("server.pem"), &leaf_cert.pem())?;
+    write(&dir.join("server.key"), &key.serialize_pem())?;
+    Ok(())
+}
+
+pub struct DemoOptions {
+    pub dir: PathBuf,
+    pub listen: SocketAddr,
+    pub sink: SocketAddr,
+}
+
+/// Runs the demo until SIGTERM/SIGINT.
+pub async fn run(opts: DemoOptions) -> Result<(), DemoError> {
+    let dir = std::path::absolute(&opts.dir).map_err(|e| DemoError::Io(opts.dir.clone(), e))?;
+    let tls_dir = dir.join("tls");
+    let mail_dir = dir.join("mail");
+    make_pki(&tls_dir)?;
+    std::fs::create_dir_all(&mail_dir).map_err(|e| DemoError::Io(mail_dir.clone(), e))?;
+
+    // The built-in upstream: a STARTTLS sink writing to mail/.
+    let sink_rt = ListenerRuntime {
+        session: SessionConfig {
+            hostname: "sink.localhost".into(),
+            starttls: true,
+            require_tls: true,
+            ..SessionConfig::default()
+        },
+        acceptor: Some(tokio_rustls::TlsAcceptor::from(tls::server_config(
+            &tls_dir.join("server.pem"),
+            &tls_dir.join("server.key"),
+        )?)),
+        implicit_tls: false,
+        command_timeout: std::time::Duration::from_secs(300),
+        data_timeout: std::time::Duration::from_secs(300),
+        handshake_timeout: std::time::Duration::from_secs(30),
+        memory_spool: 1024 * 1024,
+        spool_dir: None,
+    };
+    let (sink_addr, _count, _sink) = crate::sink::spawn(opts.sink, sink_rt, Some(mail_dir.clone()))
+        .await
+        .map_err(|e| DemoError::Io(PathBuf::from(opts.sink.to_string()), e))?;
+
+    let config_text = format!(
+        r#"# Written by `sealgate demo`: the configuration the demo proxy runs with.
+[server]
+hostname = "sealgate.localhost"
+
+[store]
+path = "store"
+
+[[listen]]
+address = "{listen}"
+tls = "starttls"
+cert = "tls/server.pem"
+key = "tls/server.key"
+require_tls = false
+
+[upstream]
+address = "{sink_addr}"
+tls = "starttls"
+ca_file = "tls/ca.pem"
+server_name = "localhost"
+"#,
+        listen = opts.listen
+    );
+    let config_path = dir.join("sealgate.toml");
+    write(&config_path, &config_text)?;
+    let config = Config::load(&config_path).map_err(DemoError::Config)?;
+    let server = Server::bind(&config).await?;
+    let addr = server
+        .local_addrs()
+        .first()
+        .map(|(a, _)| *a)
+        .unwrap_or(opts.listen);
+    println!(
+        "sealgate demo\n\
+         \n  proxy     smtp://{addr} (STARTTLS offered; certificate from {tls})\
+         \n  upstream  built-in TLS sink at {sink_addr} (STARTTLS, verified against {tls}/ca.pem)\
+         \n  messages  {mail}/N.eml (envelope in N.envelope)\
+         \n  config    {config}\
+         \n\nSend a message:\
+         \n  swaks --server {addr} --tls --from alice@example.org --to bob@example.net\
+         \n  python3 -c 'import smtplib; s=smtplib.SMTP(\"{ip}\", {port}); s.starttls(); s.sendmail(\"alice@example.org\", [\"bob@example.net\"], \"Subject: hi\\r\\n\\r\\nhello\\r\\n\"); s.quit()'\
+         \n\nStop with Ctrl-C.",
+        tls = tls_dir.display(),
+        mail = mail_dir.display(),
+        config = config_path.display(),
+        ip = addr.ip(),
+        port = addr.port(),
+    );
+    server.run(server::shutdown_signal()).await;
+    Ok(())
+}

@@ -1,0 +1,189 @@
+//! Listeners: bind, accept under a connection limit, hand each connection to the relay, and
+//! stop gracefully (stop accepting, let sessions in flight finish within a grace period).
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+
+use crate::config::{Config, ListenTls};
+use crate::inbound::{self, ListenerRuntime};
+use crate::relay::RelayBackend;
+use crate::smtp::SessionConfig;
+use crate::tls;
+use crate::upstream::Connector;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        address: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Tls(#[from] tls::TlsSetupError),
+    #[error("upstream: {0}")]
+    Upstream(#[from] crate::upstream::UpstreamError),
+}
+
+pub struct Server {
+    listeners: Vec<(TcpListener, Arc<ListenerRuntime>)>,
+    connector: Arc<Connector>,
+    max_connections: usize,
+    grace: std::time::Duration,
+}
+
+impl Server {
+    pub async fn bind(config: &Config) -> Result<Server, ServeError> {
+        let client = tls::client_config(config.upstream.ca_file.as_deref())?;
+        let connector = Arc::new(Connector::new(
+            config.upstream.clone(),
+            client,
+            config.limits.clone(),
+        )?);
+        let mut listeners = Vec::new();
+        for l in &config.listeners {
+            let acceptor = match (&l.cert, &l.key, l.tls) {
+                (_, _, ListenTls::None) => None,
+                (Some(cert), Some(key), _) => {
+                    Some(TlsAcceptor::from(tls::server_config(cert, key)?))
+                }
+                _ => None,
+            };
+            let limits = &config.limits;
+            let rt = ListenerRuntime {
+                session: SessionConfig {
+                    hostname: config.hostname.clone(),
+                    max_command_line: limits.max_command_line,
+                    max_message_size: limits.max_message_size,
+                    max_recipients: limits.max_recipients,
+                    max_line_length: limits.max_line_length,
+                    starttls: l.tls == ListenTls::Starttls && acceptor.is_some(),
+                    implicit_tls: l.tls == ListenTls::Implicit,
+                    require_tls: l.require_tls,
+                    max_errors: limits.max_errors,
+                },
+                acceptor,
+                implicit_tls: l.tls == ListenTls::Implicit,
+                command_timeout: limits.command_timeout,
+                data_timeout: limits.data_timeout,
+                handshake_timeout: limits
+                    .command_timeout
+                    .min(std::time::Duration::from_secs(60)),
+                memory_spool: limits.memory_spool,
+                spool_dir: config.spool_dir.clone(),
+            };
+            let listener =
+                TcpListener::bind(l.address)
+                    .await
+                    .map_err(|source| ServeError::Bind {
+                        address: l.address,
+                        source,
+                    })?;
+            listeners.push((listener, Arc::new(rt)));
+        }
+        Ok(Server {
+            listeners,
+            connector,
+            max_connections: config.limits.max_connections,
+            grace: config.limits.shutdown_grace,
+        })
+    }
+
+    /// The bound addresses with their TLS mode, in configuration order.
+    pub fn local_addrs(&self) -> Vec<(SocketAddr, &'static str)> {
+        self.listeners
+            .iter()
+            .filter_map(|(l, rt)| {
+                let mode = if rt.implicit_tls {
+                    "implicit"
+                } else if rt.session.starttls {
+                    "starttls"
+                } else {
+                    "none"
+                };
+                l.local_addr().ok().map(|a| (a, mode))
+            })
+            .collect()
+    }
+
+    /// Serves until `shutdown` completes, then waits for sessions in flight (up to the grace
+    /// period) before returning.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let limit = Arc::new(Semaphore::new(self.max_connections));
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut accept_loops = JoinSet::new();
+        for (listener, rt) in self.listeners {
+            let limit = limit.clone();
+            let connector = self.connector.clone();
+            let mut stop = stop_rx.clone();
+            accept_loops.spawn(async move {
+                loop {
+                    let accepted = tokio::select! {
+                        _ = stop.changed() => break,
+                        a = listener.accept() => a,
+                    };
+                    let (tcp, peer) = match accepted {
+                        Ok(a) => a,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "accept failed");
+                            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    };
+                    let Ok(permit) = limit.clone().try_acquire_owned() else {
+                        tokio::spawn(refuse(tcp, peer));
+                        continue;
+                    };
+                    let rt = rt.clone();
+                    let connector = connector.clone();
+                    tokio::spawn(async move {
+                        let id = inbound::session_id();
+                        tracing::debug!(session = %id, %peer, "connection");
+                        let mut backend = RelayBackend::new(connector, &id);
+                        inbound::serve(tcp, peer, rt, &mut backend, &id).await;
+                        drop(permit);
+                    });
+                }
+            });
+        }
+        shutdown.await;
+        tracing::info!("shutting down: no new connections; waiting for sessions in flight");
+        let _ = stop_tx.send(true);
+        while accept_loops.join_next().await.is_some() {}
+        // Every session holds a permit: having them all back means every session has ended.
+        let all = u32::try_from(self.max_connections).unwrap_or(u32::MAX);
+        if tokio::time::timeout(self.grace, limit.acquire_many(all))
+            .await
+            .is_err()
+        {
+            tracing::warn!("grace period over; closing remaining sessions");
+        }
+    }
+}
+
+async fn refuse(mut tcp: tokio::net::TcpStream, peer: SocketAddr) {
+    tracing::warn!(%peer, "connection limit reached");
+    let _ = tcp
+        .write_all(b"421 4.7.0 Too many connections, try again later\r\n")
+        .await;
+    let _ = tcp.shutdown().await;
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

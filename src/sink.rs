@@ -1,0 +1,130 @@
+//! A local SMTP sink: accepts every message and writes it to a folder (`N.eml`, with its
+//! envelope in `N.envelope`). It is the built-in TLS upstream of `sealgate demo` and of the
+//! benchmarks; it is not a mail server.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+
+use crate::inbound::{self, Backend, ListenerRuntime};
+use crate::smtp::command::PathWithParams;
+use crate::smtp::{Reply, Secret, UpstreamFeatures};
+use crate::spool::Spool;
+
+pub struct FolderBackend {
+    dir: Option<Arc<PathBuf>>,
+    counter: Arc<AtomicU64>,
+    envelope: Vec<String>,
+}
+
+impl FolderBackend {
+    /// `dir = None` discards messages after counting them (for benchmarks).
+    pub fn new(dir: Option<Arc<PathBuf>>, counter: Arc<AtomicU64>) -> Self {
+        FolderBackend {
+            dir,
+            counter,
+            envelope: Vec::new(),
+        }
+    }
+}
+
+impl Backend for FolderBackend {
+    async fn features(&mut self) -> UpstreamFeatures {
+        UpstreamFeatures {
+            size: None,
+            eightbitmime: true,
+            smtputf8: true,
+            dsn: true,
+            auth: Vec::new(),
+        }
+    }
+
+    async fn mail(&mut self, path: &PathWithParams) -> Reply {
+        self.envelope = vec![format!("MAIL FROM:{}", path.wire())];
+        Reply::new(250, "2.1.0", "OK")
+    }
+
+    async fn rcpt(&mut self, path: &PathWithParams) -> Reply {
+        self.envelope.push(format!("RCPT TO:{}", path.wire()));
+        Reply::new(250, "2.1.5", "OK")
+    }
+
+    async fn message(&mut self, content: &mut Spool) -> Reply {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed) + 1;
+        let Some(dir) = &self.dir else {
+            return Reply::new(250, "2.0.0", format!("Discarded as message {n}"));
+        };
+        let mut bytes = Vec::with_capacity(content.len() as usize);
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match content.read_at(bytes.len() as u64, &mut buf) {
+                Ok(0) => break,
+                Ok(k) => bytes.extend_from_slice(&buf[..k]),
+                Err(_) => return Reply::new(451, "4.3.0", "Local error reading message"),
+            }
+        }
+        let envelope = self.envelope.join("\n") + "\n";
+        let eml = dir.join(format!("{n}.eml"));
+        let env = dir.join(format!("{n}.envelope"));
+        let written = tokio::fs::write(&env, envelope)
+            .await
+            .and(tokio::fs::write(&eml, bytes).await);
+        match written {
+            Ok(()) => Reply::new(250, "2.0.0", format!("Stored as {}", eml.display())),
+            Err(_) => Reply::new(451, "4.3.0", "Local error storing message"),
+        }
+    }
+
+    async fn reset(&mut self) {
+        self.envelope.clear();
+    }
+
+    async fn auth(&mut self, _line: &Secret) -> Reply {
+        Reply::new(502, "5.5.1", "AUTH not available")
+    }
+
+    async fn close(&mut self) {}
+}
+
+/// Serves the sink on `listener` until the process ends.
+pub async fn run(
+    listener: TcpListener,
+    rt: Arc<ListenerRuntime>,
+    dir: Option<Arc<PathBuf>>,
+    counter: Arc<AtomicU64>,
+) {
+    loop {
+        let Ok((tcp, peer)) = listener.accept().await else {
+            continue;
+        };
+        let rt = rt.clone();
+        let dir = dir.clone();
+        let counter = counter.clone();
+        tokio::spawn(async move {
+            let id = inbound::session_id();
+            let mut backend = FolderBackend::new(dir, counter);
+            inbound::serve(tcp, peer, rt, &mut backend, &id).await;
+        });
+    }
+}
+
+/// Binds a sink; returns its address and the task serving it.
+pub async fn spawn(
+    address: SocketAddr,
+    rt: ListenerRuntime,
+    dir: Option<PathBuf>,
+) -> std::io::Result<(SocketAddr, Arc<AtomicU64>, tokio::task::JoinHandle<()>)> {
+    let listener = TcpListener::bind(address).await?;
+    let local = listener.local_addr()?;
+    let counter = Arc::new(AtomicU64::new(0));
+    let task = tokio::spawn(run(
+        listener,
+        Arc::new(rt),
+        dir.map(Arc::new),
+        counter.clone(),
+    ));
+    Ok((local, counter, task))
+}

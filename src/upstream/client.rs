@@ -1,0 +1,335 @@
+//! The upstream SMTP client, as a sequence of typed states:
+//! `Greeted` (plaintext or implicit TLS) -> `Capable` (EHLO done) -> (STARTTLS) -> `Ready`.
+//! Only a `Ready` session, which is always under verified TLS, can carry a transaction: there is
+//! no way to send MAIL over plaintext.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use rustls_pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+
+use super::conn::Conn;
+use super::error::{Phase, UpstreamError};
+use crate::config::{Limits, UpstreamConfig, UpstreamTls};
+use crate::smtp::command::PathWithParams;
+use crate::smtp::data::DotStuffer;
+use crate::smtp::{Reply, Secret, UpstreamFeatures};
+use crate::spool::Spool;
+
+/// Opens verified TLS sessions to the configured upstream.
+pub struct Connector {
+    cfg: UpstreamConfig,
+    tls: TlsConnector,
+    server_name: ServerName<'static>,
+    limits: Limits,
+}
+
+impl Connector {
+    pub fn new(
+        cfg: UpstreamConfig,
+        client: Arc<rustls::ClientConfig>,
+        limits: Limits,
+    ) -> Result<Self, UpstreamError> {
+        let server_name = ServerName::try_from(cfg.server_name.clone())
+            .map_err(|e| UpstreamError::Certificate(format!("invalid server name: {e}")))?;
+        Ok(Connector {
+            cfg,
+            tls: TlsConnector::from(client),
+            server_name,
+            limits,
+        })
+    }
+
+    /// Connects, secures and greets the upstream; returns a session ready for a transaction.
+    pub async fn connect(&self) -> Result<Ready, UpstreamError> {
+        let started = Instant::now();
+        let tcp = tokio::time::timeout(
+            self.limits.connect_timeout,
+            TcpStream::connect((self.cfg.host.as_str(), self.cfg.port)),
+        )
+        .await
+        .map_err(|_| UpstreamError::Timeout(Phase::Connect))?
+        .map_err(UpstreamError::Connect)?;
+        let _ = tcp.set_nodelay(true);
+        let ready = match self.cfg.tls {
+            UpstreamTls::Implicit => {
+                let tls = self.handshake(tcp).await?;
+                Greeted::read(Conn::new(tls, self.limits.upstream_timeout))
+                    .await?
+                    .ehlo(&self.cfg.helo_name)
+                    .await?
+                    .into_ready()
+            }
+            UpstreamTls::Starttls => {
+                let plain = Greeted::read(Conn::new(tcp, self.limits.upstream_timeout))
+                    .await?
+                    .ehlo(&self.cfg.helo_name)
+                    .await?;
+                let tcp = plain.starttls().await?;
+                let tls = self.handshake(tcp).await?;
+                Greeted::skip(Conn::new(tls, self.limits.upstream_timeout))
+                    .ehlo(&self.cfg.helo_name)
+                    .await?
+                    .into_ready()
+            }
+        };
+        tracing::debug!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "upstream session ready"
+        );
+        Ok(ready)
+    }
+
+    async fn handshake(&self, tcp: TcpStream) -> Result<TlsStream<TcpStream>, UpstreamError> {
+        let connecting = self.tls.connect(self.server_name.clone(), tcp);
+        match tokio::time::timeout(self.limits.connect_timeout, connecting).await {
+            Err(_) => Err(UpstreamError::Timeout(Phase::Handshake)),
+            Ok(Ok(tls)) => Ok(tls),
+            Ok(Err(e)) => Err(classify_tls_error(e)),
+        }
+    }
+}
+
+fn classify_tls_error(e: std::io::Error) -> UpstreamError {
+    match e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    {
+        Some(rustls::Error::InvalidCertificate(why)) => {
+            UpstreamError::Certificate(format!("{why:?}"))
+        }
+        Some(other) => UpstreamError::Handshake(other.to_string()),
+        None => UpstreamError::Handshake(e.to_string()),
+    }
+}
+
+/// The upstream greeted us (or, after STARTTLS, is about to be greeted again with EHLO).
+struct Greeted<S> {
+    conn: Conn<S>,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Greeted<S> {
+    async fn read(mut conn: Conn<S>) -> Result<Self, UpstreamError> {
+        let reply = conn.read_reply(Phase::Greeting).await?;
+        if reply.code() != 220 {
+            return Err(UpstreamError::Refused {
+                phase: Phase::Greeting,
+                reply,
+            });
+        }
+        Ok(Greeted { conn })
+    }
+
+    /// After STARTTLS there is no new greeting (RFC 3207).
+    fn skip(conn: Conn<S>) -> Self {
+        Greeted { conn }
+    }
+
+    async fn ehlo(mut self, name: &str) -> Result<Capable<S>, UpstreamError> {
+        let reply = self
+            .conn
+            .command(format!("EHLO {name}").as_bytes(), Phase::Ehlo)
+            .await?;
+        if reply.code() != 250 {
+            return Err(UpstreamError::Refused {
+                phase: Phase::Ehlo,
+                reply,
+            });
+        }
+        Ok(Capable {
+            conn: self.conn,
+            extensions: Extensions::parse(&reply),
+        })
+    }
+}
+
+/// EHLO done.
+struct Capable<S> {
+    conn: Conn<S>,
+    extensions: Extensions,
+}
+
+impl Capable<TcpStream> {
+    /// Asks for STARTTLS and hands back the raw stream for the handshake. Anything the server
+    /// sent after its 220 would be read as if it came over TLS: that aborts (SECURITY.md I2).
+    async fn starttls(mut self) -> Result<TcpStream, UpstreamError> {
+        if !self.extensions.starttls {
+            return Err(UpstreamError::NoStartTls);
+        }
+        let reply = self.conn.command(b"STARTTLS", Phase::StartTls).await?;
+        if reply.code() != 220 {
+            return Err(UpstreamError::StartTlsRefused(reply));
+        }
+        if self.conn.buffered() > 0 {
+            return Err(UpstreamError::InjectedAfterStartTls);
+        }
+        Ok(self.conn.into_inner())
+    }
+}
+
+impl Capable<TlsStream<TcpStream>> {
+    fn into_ready(self) -> Ready {
+        Ready {
+            conn: self.conn,
+            extensions: self.extensions,
+        }
+    }
+}
+
+/// What the upstream announced in EHLO.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Extensions {
+    pub starttls: bool,
+    pub size: Option<u64>,
+    pub eightbitmime: bool,
+    pub smtputf8: bool,
+    pub dsn: bool,
+    pub pipelining: bool,
+    pub auth: Vec<String>,
+}
+
+impl Extensions {
+    pub fn parse(reply: &Reply) -> Self {
+        let mut ext = Extensions::default();
+        for line in reply.lines().iter().skip(1) {
+            let mut words = line.split_ascii_whitespace();
+            let keyword = words.next().unwrap_or("").to_ascii_uppercase();
+            match keyword.as_str() {
+                "STARTTLS" => ext.starttls = true,
+                "SIZE" => ext.size = Some(words.next().and_then(|w| w.parse().ok()).unwrap_or(0)),
+                "8BITMIME" => ext.eightbitmime = true,
+                "SMTPUTF8" => ext.smtputf8 = true,
+                "DSN" => ext.dsn = true,
+                "PIPELINING" => ext.pipelining = true,
+                "AUTH" => {
+                    for m in words.map(str::to_ascii_uppercase) {
+                        if matches!(m.as_str(), "PLAIN" | "LOGIN") && !ext.auth.contains(&m) {
+                            ext.auth.push(m);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        ext
+    }
+}
+
+/// A secured, greeted upstream session that can carry transactions.
+pub struct Ready {
+    conn: Conn<TlsStream<TcpStream>>,
+    extensions: Extensions,
+}
+
+impl Ready {
+    pub fn extensions(&self) -> &Extensions {
+        &self.extensions
+    }
+
+    /// What the client may use through us.
+    pub fn features(&self) -> UpstreamFeatures {
+        UpstreamFeatures {
+            size: self.extensions.size,
+            eightbitmime: self.extensions.eightbitmime,
+            smtputf8: self.extensions.smtputf8,
+            dsn: self.extensions.dsn,
+            auth: self.extensions.auth.clone(),
+        }
+    }
+
+    pub async fn mail(&mut self, path: &PathWithParams) -> Result<Reply, UpstreamError> {
+        let mut path = path.clone();
+        if !self.extensions.eightbitmime {
+            path.params.retain(|(k, _)| k != "BODY");
+        }
+        let line = format!("MAIL FROM:{}", path.wire());
+        self.conn.command(line.as_bytes(), Phase::Mail).await
+    }
+
+    pub async fn rcpt(&mut self, path: &PathWithParams) -> Result<Reply, UpstreamError> {
+        let line = format!("RCPT TO:{}", path.wire());
+        self.conn.command(line.as_bytes(), Phase::Rcpt).await
+    }
+
+    pub async fn rset(&mut self) -> Result<Reply, UpstreamError> {
+        self.conn.command(b"RSET", Phase::Rset).await
+    }
+
+    /// Passes an AUTH command or continuation line through.
+    pub async fn auth(&mut self, line: &Secret) -> Result<Reply, UpstreamError> {
+        self.conn.command(line.expose(), Phase::Auth).await
+    }
+
+    /// DATA, the dot-stuffed content, the final dot, and the final reply. A refusal of DATA
+    /// itself is returned as the reply; any failure once content is on the wire is an error
+    /// (the caller answers 4xx: SECURITY.md I4).
+    pub async fn send_message(&mut self, spool: &mut Spool) -> Result<Reply, UpstreamError> {
+        let reply = self.conn.command(b"DATA", Phase::Data).await?;
+        if reply.code() != 354 {
+            return Ok(reply);
+        }
+        let mut stuffer = DotStuffer::default();
+        let mut out = Vec::with_capacity(70 * 1024);
+        let mut offset = 0u64;
+        let mut chunk = vec![0u8; 64 * 1024];
+        loop {
+            let n = spool
+                .read_at(offset, &mut chunk)
+                .map_err(|source| UpstreamError::Io {
+                    phase: Phase::Content,
+                    source,
+                })?;
+            if n == 0 {
+                break;
+            }
+            offset += n as u64;
+            out.clear();
+            stuffer.stuff(&chunk[..n], &mut out);
+            self.conn.write_all(&out, Phase::Content).await?;
+        }
+        out.clear();
+        stuffer.finish(&mut out);
+        self.conn.write_all(&out, Phase::Content).await?;
+        self.conn.read_reply(Phase::FinalReply).await
+    }
+
+    pub async fn quit(mut self) {
+        let _ = self.conn.command(b"QUIT", Phase::Quit).await;
+        let _ = tokio::io::AsyncWriteExt::shutdown(self.conn.stream_mut()).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::smtp::ReplyParser;
+
+    #[test]
+    fn parses_ehlo_extensions() {
+        let wire = b"250-mx.test\r\n250-SIZE 1000\r\n250-8BITMIME\r\n250-STARTTLS\r\n250-AUTH LOGIN PLAIN CRAM-MD5\r\n250-DSN\r\n250 SMTPUTF8\r\n";
+        let (reply, _) = ReplyParser::default().parse(wire).unwrap().unwrap();
+        let ext = Extensions::parse(&reply);
+        assert_eq!(
+            ext,
+            Extensions {
+                starttls: true,
+                size: Some(1000),
+                eightbitmime: true,
+                smtputf8: true,
+                dsn: true,
+                pipelining: false,
+                auth: vec!["LOGIN".into(), "PLAIN".into()],
+            }
+        );
+        // The first line is the server's name, not an extension.
+        let (reply, _) = ReplyParser::default()
+            .parse(b"250 STARTTLS\r\n")
+            .unwrap()
+            .unwrap();
+        assert!(!Extensions::parse(&reply).starttls);
+    }
+}

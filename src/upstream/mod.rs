@@ -1,0 +1,8 @@
+//! The upstream side: a client that only ever speaks to the upstream MTA over verified TLS.
+
+mod client;
+mod conn;
+mod error;
+
+pub use client::{Connector, Extensions, Ready};
+pub use error::{Phase, UpstreamError};
