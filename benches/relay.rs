@@ -1,0 +1,150 @@
+//! Relay throughput: 4 KB messages over STARTTLS, a new connection per message, N concurrent
+//! sessions; client -> sink directly vs client -> sealgate -> sink, measured in one run.
+//!
+//!     cargo bench --bench relay -- [messages] [concurrency]
+//!
+//! Client, proxy and sink share this process and the machine's cores, so the figures are a
+//! ratio, not an absolute capacity.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sealgate::config::{Config, Limits, UpstreamConfig, UpstreamTls};
+use sealgate::inbound::ListenerRuntime;
+use sealgate::server::Server;
+use sealgate::smtp::command::PathWithParams;
+use sealgate::smtp::SessionConfig;
+use sealgate::spool::Spool;
+use sealgate::upstream::Connector;
+
+fn limits() -> Limits {
+    Limits {
+        max_message_size: 10 * 1024 * 1024,
+        max_recipients: 100,
+        max_connections: 10_000,
+        max_command_line: 512,
+        max_line_length: 1 << 20,
+        max_errors: 20,
+        command_timeout: Duration::from_secs(60),
+        data_timeout: Duration::from_secs(60),
+        upstream_timeout: Duration::from_secs(60),
+        connect_timeout: Duration::from_secs(10),
+        shutdown_grace: Duration::from_secs(1),
+        memory_spool: 1 << 20,
+    }
+}
+
+fn client(addr: SocketAddr, ca: &Path) -> Connector {
+    let cfg = UpstreamConfig {
+        host: addr.ip().to_string(),
+        port: addr.port(),
+        tls: UpstreamTls::Starttls,
+        ca_file: Some(ca.to_path_buf()),
+        server_name: "localhost".into(),
+        helo_name: "bench.localhost".into(),
+    };
+    let tls = sealgate::tls::client_config(Some(ca)).expect("client TLS config");
+    Connector::new(cfg, tls, limits()).expect("connector")
+}
+
+fn message() -> Vec<u8> {
+    let mut m = b"From: a@bench.test\r\nTo: b@bench.test\r\nSubject: bench\r\n\r\n".to_vec();
+    while m.len() < 4096 {
+        m.extend_from_slice(b"0123456789 abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ\r\n");
+    }
+    m.truncate(4094);
+    m.extend_from_slice(b"\r\n");
+    m
+}
+
+async fn load(target: Arc<Connector>, messages: usize, concurrency: usize) -> (f64, usize) {
+    let body = Arc::new(message());
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let failures = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (target, body, next, failures) = (target.clone(), body.clone(), next.clone(), failures.clone());
+        tasks.push(tokio::spawn(async move {
+            while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < messages {
+                let ok = async {
+                    let mut s = target.connect().await.ok()?;
+                    let from = PathWithParams { address: "a@bench.test".into(), params: vec![] };
+                    let to = PathWithParams { address: "b@bench.test".into(), params: vec![] };
+                    s.mail(&from).await.ok().filter(|r| r.is_positive())?;
+                    s.rcpt(&to).await.ok().filter(|r| r.is_positive())?;
+                    let mut spool = Spool::new(1 << 20, None);
+                    spool.write(&body).ok()?;
+                    s.send_message(&mut spool).await.ok().filter(|r| r.is_positive())?;
+                    s.quit().await;
+                    Some(())
+                }
+                .await;
+                if ok.is_none() {
+                    failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    (messages as f64 / secs, failures.load(std::sync::atomic::Ordering::Relaxed))
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().filter(|a| !a.starts_with("--")).collect();
+    let messages: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(2000);
+    let concurrency: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(16);
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    rt.block_on(async move {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let tls_dir = dir.path().join("tls");
+        sealgate::demo::make_pki(&tls_dir).expect("pki");
+        let ca = tls_dir.join("ca.pem");
+        let sink_rt = ListenerRuntime {
+            session: SessionConfig { hostname: "sink.localhost".into(), starttls: true, ..SessionConfig::default() },
+            acceptor: Some(tokio_rustls::TlsAcceptor::from(
+                sealgate::tls::server_config(&tls_dir.join("server.pem"), &tls_dir.join("server.key")).expect("sink tls"),
+            )),
+            implicit_tls: false,
+            command_timeout: Duration::from_secs(60),
+            data_timeout: Duration::from_secs(60),
+            handshake_timeout: Duration::from_secs(10),
+            memory_spool: 1 << 20,
+            spool_dir: None,
+        };
+        let (sink, count, _task) = sealgate::sink::spawn("127.0.0.1:0".parse().expect("addr"), sink_rt, None)
+            .await
+            .expect("sink");
+        let config_text = format!(
+            "[store]\npath = \"store\"\n[[listen]]\naddress = \"127.0.0.1:0\"\ntls = \"starttls\"\ncert = \"tls/server.pem\"\nkey = \"tls/server.key\"\n[upstream]\naddress = \"{sink}\"\ntls = \"starttls\"\nca_file = \"tls/ca.pem\"\nserver_name = \"localhost\"\n[limits]\nmax_connections = 10000\n"
+        );
+        let config = Config::parse(&config_text, dir.path()).expect("config");
+        let server = Server::bind(&config).await.expect("bind");
+        let proxy = server.local_addrs()[0].0;
+        let (_stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(server.run(async move {
+            let _ = stop_rx.await;
+        }));
+
+        println!("4 KB messages, STARTTLS on every hop, new connection per message, {concurrency} sessions, {messages} messages per run");
+        let direct = Arc::new(client(sink, &ca));
+        let via = Arc::new(client(proxy, &ca));
+        // Warm up both paths.
+        let _ = load(direct.clone(), 50, 4).await;
+        let _ = load(via.clone(), 50, 4).await;
+        for round in 1..=2 {
+            let (d, df) = load(direct.clone(), messages, concurrency).await;
+            let (p, pf) = load(via.clone(), messages, concurrency).await;
+            println!(
+                "round {round}: direct to sink {d:8.1} msg/s ({df} failed) | through sealgate {p:8.1} msg/s ({pf} failed) | ratio {:.2}",
+                p / d
+            );
+        }
+        println!("sink received {} messages in all", count.load(std::sync::atomic::Ordering::Relaxed));
+    });
+}
