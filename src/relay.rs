@@ -113,6 +113,22 @@ impl Backend for RelayBackend {
         };
         match up.mail(path).await {
             Ok(reply) => reply.with_enhanced_default(),
+            // A session kept idle while the client was slow may have been closed by the
+            // upstream: open a fresh one once (nothing was accepted on the old one).
+            Err(UpstreamError::Closed(_) | UpstreamError::Io { .. }) if !self.authenticated => {
+                tracing::debug!(session = %self.id, "upstream session was closed; reconnecting");
+                self.slot = Slot::Idle;
+                let mut fresh = match self.connector.connect().await {
+                    Ok(r) => r,
+                    Err(e) => return self.lost(e),
+                };
+                let reply = fresh.mail(path).await;
+                self.slot = Slot::Ready(Box::new(fresh));
+                match reply {
+                    Ok(reply) => reply.with_enhanced_default(),
+                    Err(e) => self.lost(e),
+                }
+            }
             Err(e) => self.lost(e),
         }
     }

@@ -521,6 +521,13 @@ impl Session {
     }
 
     fn auth(&mut self, mechanism: &str, line: &[u8]) {
+        if !self.tls && self.cfg.require_tls {
+            return self.error(Reply::new(
+                530,
+                "5.7.0",
+                "Must issue a STARTTLS command first",
+            ));
+        }
         if !self.tls {
             return self.error(Reply::new(
                 538,
@@ -763,11 +770,14 @@ impl Session {
             let ok = esmtp
                 && match k.as_str() {
                     "SIZE" => {
-                        let size = v
-                            .filter(|v| v.len() <= 20 && v.bytes().all(|b| b.is_ascii_digit()))
-                            .and_then(|v| v.parse::<u64>().ok())
+                        let digits = v
+                            .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
                             .ok_or_else(|| Reply::new(501, "5.5.4", "Malformed SIZE"))?;
-                        if size > self.max_size() {
+                        // Any number too large for u64 is certainly above our limit.
+                        if digits
+                            .parse::<u64>()
+                            .map_or(true, |size| size > self.max_size())
+                        {
                             return Err(Reply::new(
                                 552,
                                 "5.3.4",
