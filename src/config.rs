@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::policy::PolicyConfig;
 use crate::tls;
 
 /// One problem in a configuration file, with where it is.
@@ -102,6 +103,7 @@ pub struct Config {
     pub listeners: Vec<ListenerConfig>,
     pub upstream: UpstreamConfig,
     pub limits: Limits,
+    pub policy: PolicyConfig,
 }
 
 #[derive(Deserialize, Default)]
@@ -115,6 +117,8 @@ struct RawConfig {
     upstream: Option<RawUpstream>,
     #[serde(default)]
     limits: RawLimits,
+    #[serde(default)]
+    policy: crate::policy::RawPolicy,
 }
 
 #[derive(Deserialize, Default)]
@@ -402,6 +406,16 @@ impl Config {
             );
         }
 
+        let policy = match PolicyConfig::from_raw(raw.policy) {
+            Ok(p) => p,
+            Err(errors) => {
+                for e in errors {
+                    c.push(e.location, e.message);
+                }
+                PolicyConfig::default()
+            }
+        };
+
         match (c.errors.is_empty(), upstream) {
             (true, Some(upstream)) => Ok(Config {
                 hostname,
@@ -410,6 +424,7 @@ impl Config {
                 listeners,
                 upstream,
                 limits,
+                policy,
             }),
             _ => Err(c.errors),
         }
@@ -462,6 +477,9 @@ mod tests {
             tls = "none"
             [limits]
             max_recipients = 0
+            [[policy.rule]]
+            match = "a b"
+            encrypt = "required"
             "#,
         );
         let joined = errs.join("\n");
@@ -473,6 +491,7 @@ mod tests {
             "no plaintext option",
             "upstream.address",
             "limits.max_recipients",
+            "policy.rule[0].match",
         ] {
             assert!(joined.contains(needle), "missing {needle:?} in\n{joined}");
         }

@@ -7,6 +7,7 @@
 pub mod config;
 pub mod demo;
 pub mod inbound;
+pub mod policy;
 pub mod relay;
 pub mod server;
 pub mod sink;

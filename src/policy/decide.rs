@@ -1,0 +1,371 @@
+//! The decisions themselves: one per recipient (at RCPT time), one per message for signing.
+
+use super::config::{normalise, EncryptMode, Format, PolicyConfig, SignMode};
+use crate::smtp::Reply;
+
+/// What the key store found usable for one recipient, now.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyAvailability {
+    pub smime: bool,
+    pub openpgp: bool,
+    /// Why keys that exist are not usable (expired, wrong usage...), for explanations.
+    pub unusable: Vec<String>,
+}
+
+/// How one recipient's copy is sealed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Smime,
+    Openpgp,
+    /// Sent as is (opportunistic without a key, or encryption off).
+    Plain,
+    /// Refused at RCPT: encryption required and no usable key.
+    Refuse,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecipientDecision {
+    pub address: String,
+    /// The rule that matched (its index in the file), or None for the global policy.
+    pub rule: Option<usize>,
+    pub rule_match: Option<String>,
+    pub encrypt: EncryptMode,
+    pub format: Format,
+    pub outcome: Outcome,
+    pub reason: String,
+}
+
+impl RecipientDecision {
+    /// The RCPT reply when the recipient is refused by policy.
+    pub fn refusal(&self) -> Option<Reply> {
+        (self.outcome == Outcome::Refuse).then(|| {
+            Reply::new(
+                550,
+                "5.7.1",
+                format!(
+                    "Encryption is required for <{}> and no usable key was found",
+                    self.address
+                ),
+            )
+        })
+    }
+}
+
+/// Decides how `address` is treated. `raised` is true when the message asked for encryption
+/// (subject or header trigger): it makes encryption required whatever the rule says.
+pub fn decide_recipient(
+    policy: &PolicyConfig,
+    address: &str,
+    keys: &KeyAvailability,
+    raised: bool,
+) -> RecipientDecision {
+    let rule = policy.rule_for(address);
+    let mut encrypt = rule.and_then(|r| r.encrypt).unwrap_or(policy.encrypt);
+    if raised {
+        encrypt = EncryptMode::Required;
+    }
+    let format = rule.and_then(|r| r.format).unwrap_or(policy.format);
+    let usable = match format {
+        Format::Auto if keys.smime => Some(Outcome::Smime),
+        Format::Auto if keys.openpgp => Some(Outcome::Openpgp),
+        Format::Smime if keys.smime => Some(Outcome::Smime),
+        Format::Openpgp if keys.openpgp => Some(Outcome::Openpgp),
+        _ => None,
+    };
+    let wanted = match format {
+        Format::Auto => "S/MIME certificate or OpenPGP key",
+        Format::Smime => "S/MIME certificate",
+        Format::Openpgp => "OpenPGP key",
+    };
+    let why_none = if keys.unusable.is_empty() {
+        format!("no usable {wanted}")
+    } else {
+        format!("no usable {wanted} ({})", keys.unusable.join("; "))
+    };
+    let (outcome, reason) = match (encrypt, usable) {
+        (EncryptMode::Off, _) => (Outcome::Plain, "encryption off".to_string()),
+        (_, Some(o)) => (
+            o,
+            format!(
+                "usable {} found",
+                if o == Outcome::Smime {
+                    "S/MIME certificate"
+                } else {
+                    "OpenPGP key"
+                }
+            ),
+        ),
+        (EncryptMode::Opportunistic, None) => {
+            (Outcome::Plain, format!("opportunistic: {why_none}"))
+        }
+        (EncryptMode::Required, None) => (Outcome::Refuse, format!("required: {why_none}")),
+    };
+    RecipientDecision {
+        address: address.to_string(),
+        rule: rule.map(|r| r.index),
+        rule_match: rule.map(|r| r.matches.to_string()),
+        encrypt,
+        format,
+        outcome,
+        reason,
+    }
+}
+
+/// The signing mode of a message: the strictest of the global mode and the modes of the rules
+/// that matched its recipients.
+pub fn message_sign_mode(policy: &PolicyConfig, recipients: &[&str]) -> SignMode {
+    let rank = |m: SignMode| match m {
+        SignMode::Off => 0,
+        SignMode::WhenPossible => 1,
+        SignMode::Required => 2,
+    };
+    recipients
+        .iter()
+        .filter_map(|a| policy.rule_for(a).and_then(|r| r.sign))
+        .chain(std::iter::once(policy.sign))
+        .max_by_key(|m| rank(*m))
+        .unwrap_or(policy.sign)
+}
+
+/// What is known about the sender of one message.
+#[derive(Debug, Clone)]
+pub struct SenderFacts<'a> {
+    pub envelope_from: &'a str,
+    /// How many From header fields the message has.
+    pub from_fields: usize,
+    /// The mailboxes of those fields.
+    pub from_mailboxes: &'a [String],
+    /// The identity the client authenticated as (through AUTH), if any.
+    pub authenticated: Option<&'a str>,
+    /// A usable signing identity exists for the sender address.
+    pub identity: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SigningDecision {
+    Sign,
+    Unsigned(String),
+    Refuse(String),
+}
+
+/// Signs only for a sender the client is entitled to use (SECURITY.md I8): exactly one From
+/// field with exactly one mailbox, equal to the envelope sender (case-insensitively), and, when
+/// the client authenticated, the authenticated identity is that same address.
+pub fn decide_signing(mode: SignMode, facts: &SenderFacts<'_>) -> SigningDecision {
+    if mode == SignMode::Off {
+        return SigningDecision::Unsigned("signing off".into());
+    }
+    let entitled = entitlement(facts);
+    let problem = match (&entitled, facts.identity) {
+        (Err(why), _) => Some(why.clone()),
+        (Ok(()), false) => Some(format!("no signing identity for <{}>", facts.envelope_from)),
+        (Ok(()), true) => None,
+    };
+    match (problem, mode) {
+        (None, _) => SigningDecision::Sign,
+        (Some(why), SignMode::Required) => SigningDecision::Refuse(why),
+        (Some(why), _) => SigningDecision::Unsigned(why),
+    }
+}
+
+fn entitlement(f: &SenderFacts<'_>) -> Result<(), String> {
+    if f.envelope_from.is_empty() {
+        return Err("null envelope sender".into());
+    }
+    if f.from_fields != 1 || f.from_mailboxes.len() != 1 {
+        return Err(format!(
+            "ambiguous From ({} field(s), {} mailbox(es))",
+            f.from_fields,
+            f.from_mailboxes.len()
+        ));
+    }
+    let sender = normalise(f.envelope_from);
+    if normalise(&f.from_mailboxes[0]) != sender {
+        return Err("From header differs from the envelope sender".into());
+    }
+    if let Some(user) = f.authenticated {
+        if normalise(user) != sender {
+            return Err("authenticated identity may not send as this sender".into());
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::config::{Rule, RuleMatch};
+    use super::*;
+
+    fn policy(encrypt: EncryptMode, format: Format) -> PolicyConfig {
+        PolicyConfig {
+            encrypt,
+            format,
+            ..PolicyConfig::default()
+        }
+    }
+
+    fn keys(smime: bool, openpgp: bool) -> KeyAvailability {
+        KeyAvailability {
+            smime,
+            openpgp,
+            unusable: vec![],
+        }
+    }
+
+    #[test]
+    fn every_mode_format_and_key_combination() {
+        use EncryptMode::*;
+        use Outcome as O;
+        let cases = [
+            // encrypt, format, smime key, pgp key => outcome
+            (Required, Format::Auto, true, true, O::Smime),
+            (Required, Format::Auto, false, true, O::Openpgp),
+            (Required, Format::Auto, false, false, O::Refuse),
+            (Required, Format::Smime, false, true, O::Refuse),
+            (Required, Format::Openpgp, true, false, O::Refuse),
+            (Required, Format::Openpgp, true, true, O::Openpgp),
+            (Opportunistic, Format::Auto, true, false, O::Smime),
+            (Opportunistic, Format::Auto, false, false, O::Plain),
+            (Opportunistic, Format::Smime, false, true, O::Plain),
+            (Opportunistic, Format::Openpgp, false, true, O::Openpgp),
+            (Off, Format::Auto, true, true, O::Plain),
+            (Off, Format::Smime, true, true, O::Plain),
+        ];
+        for (mode, format, s, p, expected) in cases {
+            let d = decide_recipient(&policy(mode, format), "a@x.test", &keys(s, p), false);
+            assert_eq!(d.outcome, expected, "{mode:?} {format:?} smime={s} pgp={p}");
+            assert_eq!(d.refusal().is_some(), expected == O::Refuse);
+        }
+    }
+
+    #[test]
+    fn refusal_is_550_5_7_1_naming_the_recipient() {
+        let mut k = keys(false, false);
+        k.unusable.push("certificate expired".into());
+        let d = decide_recipient(
+            &policy(EncryptMode::Required, Format::Auto),
+            "bob@p.test",
+            &k,
+            false,
+        );
+        let r = d.refusal().unwrap();
+        assert_eq!(r.code(), 550);
+        assert_eq!(r.status().map(|s| s.to_string()), Some("5.7.1".into()));
+        assert!(r.lines()[0].contains("<bob@p.test>") && r.lines()[0].contains("required"));
+        assert!(d.reason.contains("certificate expired"));
+    }
+
+    #[test]
+    fn rules_override_the_global_policy_and_triggers_raise_to_required() {
+        let mut p = policy(EncryptMode::Opportunistic, Format::Auto);
+        p.rules.push(Rule {
+            matches: RuleMatch::parse("partner.example").unwrap(),
+            encrypt: Some(EncryptMode::Required),
+            format: Some(Format::Smime),
+            sign: None,
+            index: 0,
+        });
+        p.rules.push(Rule {
+            matches: RuleMatch::parse("news@partner.example").unwrap(),
+            encrypt: Some(EncryptMode::Off),
+            format: None,
+            sign: None,
+            index: 1,
+        });
+        let d = decide_recipient(&p, "a@partner.example", &keys(false, true), false);
+        assert_eq!((d.outcome, d.rule), (Outcome::Refuse, Some(0)));
+        let d = decide_recipient(&p, "news@partner.example", &keys(true, true), false);
+        assert_eq!((d.outcome, d.rule), (Outcome::Plain, Some(1)));
+        let d = decide_recipient(&p, "a@elsewhere.test", &keys(false, false), false);
+        assert_eq!((d.outcome, d.rule), (Outcome::Plain, None));
+        let d = decide_recipient(&p, "a@elsewhere.test", &keys(false, false), true);
+        assert_eq!(d.outcome, Outcome::Refuse, "trigger raises to required");
+        let d = decide_recipient(&p, "news@partner.example", &keys(false, true), true);
+        assert_eq!(
+            d.outcome,
+            Outcome::Openpgp,
+            "trigger overrides encrypt = off"
+        );
+    }
+
+    fn facts<'a>(
+        from: &'a str,
+        mailboxes: &'a [String],
+        fields: usize,
+        auth: Option<&'a str>,
+        identity: bool,
+    ) -> SenderFacts<'a> {
+        SenderFacts {
+            envelope_from: from,
+            from_fields: fields,
+            from_mailboxes: mailboxes,
+            authenticated: auth,
+            identity,
+        }
+    }
+
+    #[test]
+    fn signing_only_for_an_entitled_sender() {
+        let one = vec!["Alice@X.test".to_string()];
+        let two = vec!["alice@x.test".to_string(), "eve@x.test".to_string()];
+        let other = vec!["eve@x.test".to_string()];
+        use SignMode::*;
+        let sign = |mode, f: &SenderFacts<'_>| decide_signing(mode, f);
+        assert_eq!(
+            sign(WhenPossible, &facts("alice@x.test", &one, 1, None, true)),
+            SigningDecision::Sign
+        );
+        assert_eq!(
+            sign(
+                WhenPossible,
+                &facts("alice@x.test", &one, 1, Some("ALICE@x.test"), true)
+            ),
+            SigningDecision::Sign
+        );
+        for f in [
+            facts("alice@x.test", &one, 2, None, true),
+            facts("alice@x.test", &two, 1, None, true),
+            facts("alice@x.test", &other, 1, None, true),
+            facts("alice@x.test", &one, 1, Some("eve@x.test"), true),
+            facts("alice@x.test", &one, 1, Some("alice"), true),
+            facts("alice@x.test", &one, 1, None, false),
+            facts("", &one, 1, None, true),
+        ] {
+            assert!(
+                matches!(sign(WhenPossible, &f), SigningDecision::Unsigned(_)),
+                "{f:?}"
+            );
+            assert!(
+                matches!(sign(Required, &f), SigningDecision::Refuse(_)),
+                "{f:?}"
+            );
+            assert!(
+                matches!(sign(Off, &f), SigningDecision::Unsigned(_)),
+                "{f:?}"
+            );
+        }
+        assert!(matches!(
+            sign(Off, &facts("alice@x.test", &one, 1, None, true)),
+            SigningDecision::Unsigned(_)
+        ));
+    }
+
+    #[test]
+    fn message_sign_mode_is_the_strictest() {
+        let mut p = PolicyConfig::default();
+        p.rules.push(Rule {
+            matches: RuleMatch::parse("*.bank.test").unwrap(),
+            encrypt: None,
+            format: None,
+            sign: Some(SignMode::Required),
+            index: 0,
+        });
+        assert_eq!(message_sign_mode(&p, &["a@x.test"]), SignMode::WhenPossible);
+        assert_eq!(
+            message_sign_mode(&p, &["a@x.test", "b@eu.bank.test"]),
+            SignMode::Required
+        );
+        p.sign = SignMode::Off;
+        assert_eq!(message_sign_mode(&p, &["a@x.test"]), SignMode::Off);
+    }
+}
