@@ -1,0 +1,105 @@
+"""Abuse from clients (SECURITY.md, "Abuse"): the answer is always a clear reply or a clean
+close, bounded in time and memory, and the process keeps serving others."""
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+
+from support.clients import RawSMTP, dot_stuff
+
+MSG = b"From: a@x.test\r\nTo: b@y.test\r\nSubject: abuse\r\n\r\nhello\r\n"
+
+
+def still_serving(r, implicit_tls: bool = False) -> None:
+    with r.client(timeout=5, implicit_tls=implicit_tls) as c:
+        assert c.greeting().code == 220
+        assert c.ehlo().code == 250
+        c.quit()
+
+
+@pytest.mark.parametrize("tls", ["implicit", "starttls"])
+def test_tls_garbage_instead_of_a_client_hello(relay_factory, tls):
+    r = relay_factory(listen=[{"tls": tls}])
+    s = socket.create_connection(("127.0.0.1", r.port), timeout=5)
+    if tls == "starttls":
+        assert s.recv(512).startswith(b"220 ")
+        s.sendall(b"EHLO x\r\n")
+        time.sleep(0.2)
+        s.recv(4096)
+        s.sendall(b"STARTTLS\r\n")
+        assert s.recv(512).startswith(b"220 ")
+    s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" + bytes(range(256)) * 4)
+    s.settimeout(5)
+    data = b""
+    try:
+        while chunk := s.recv(4096):
+            data += chunk
+    except (ConnectionResetError, socket.timeout):
+        pass
+    s.close()
+    assert b"250" not in data
+    still_serving(r, implicit_tls=(tls == "implicit"))
+    assert r.up.messages == []
+
+
+def test_idle_client_is_disconnected_with_421(relay_factory):
+    r = relay_factory(limits={"command_timeout": 1})
+    with r.client() as c:
+        assert c.greeting().code == 220
+        rep = c.reply(timeout=5)
+        assert rep.code == 421 and rep.enhanced == "4.4.2", rep
+        c.expect_closed(3)
+    still_serving(r)
+
+
+def test_stalled_data_is_dropped_not_relayed(relay_factory):
+    r = relay_factory(limits={"data_timeout": 1})
+    with r.session() as c:
+        assert c.cmd("MAIL FROM:<a@x.test>").code == 250
+        assert c.cmd("RCPT TO:<b@y.test>").code == 250
+        assert c.cmd("DATA").code == 354
+        c.send(dot_stuff(MSG)[:-3])  # everything but the final dot
+        rep = c.reply(timeout=5)
+        assert rep.code == 421, rep
+    time.sleep(0.3)
+    assert r.up.messages == []
+    assert b"DATA" not in b" ".join(r.up.commands())
+
+
+def test_a_thousand_recipients_then_the_limit(relay_factory):
+    r = relay_factory(limits={"max_recipients": 1000})
+    with r.session(timeout=30) as c:
+        assert c.cmd("MAIL FROM:<a@x.test>").code == 250
+        batch = b"".join(f"RCPT TO:<r{i}@y.test>\r\n".encode() for i in range(1001))
+        c.send(batch)  # pipelined
+        replies = c.replies(1001, timeout=30)
+        assert [x.code for x in replies[:1000]] == [250] * 1000
+        assert replies[1000].code == 452 and replies[1000].enhanced == "4.5.3"
+        assert c.cmd("DATA").code == 354
+        c.send(dot_stuff(MSG))
+        assert c.reply(timeout=30).code == 250
+    assert len(r.up.transactions[0].rcpts) == 1000
+
+
+def test_header_of_ten_megabytes_and_a_long_single_line(relay_factory):
+    # A 10 MB header section and a 2 MB single line: refused with 554 5.6.0 by the line limit,
+    # without memory growth beyond the spool threshold, and the session goes on.
+    r = relay_factory(limits={"max_line_length": 1_000_000})
+    big_header = b"X-Pad: " + b"a" * (2 * 1024 * 1024) + b"\r\n"
+    many_headers = b"".join(b"X-H%d: %s\r\n" % (i, b"v" * 100) for i in range(100_000))
+    for head in (big_header, many_headers):
+        with r.session(timeout=30) as c:
+            assert c.cmd("MAIL FROM:<a@x.test>").code == 250
+            assert c.cmd("RCPT TO:<b@y.test>").code == 250
+            assert c.cmd("DATA").code == 354
+            c.send(dot_stuff(head + MSG))
+            rep = c.reply(timeout=30)
+            if head is big_header:
+                assert rep.code == 554 and rep.enhanced == "5.6.0", rep
+            else:
+                assert rep.code == 250, rep
+            assert c.cmd("NOOP").code == 250
+    assert len(r.up.messages) == 1
+    assert r.up.messages[0].content == many_headers + MSG
