@@ -1,0 +1,218 @@
+//! Outer/inner split and RFC 9788 header protection.
+
+use super::assemble::is_content_field;
+use super::canon::canonicalize;
+use super::content_type::ContentType;
+use super::header::{parse_message, HeaderField, ParsedMessage};
+use super::protection::{detect_protection, Protection};
+use super::{Limits, MimeError};
+
+/// Header fields copied into the protected inner entity (RFC 9788), case-insensitive.
+pub const PROTECTED_FIELDS: &[&str] = &[
+    "From",
+    "Sender",
+    "Reply-To",
+    "To",
+    "Cc",
+    "Date",
+    "Message-ID",
+    "Subject",
+    "In-Reply-To",
+    "References",
+    "Keywords",
+    "Comments",
+];
+
+/// Which RFC 9788 header protection to apply to the inner entity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum HeaderProtection {
+    /// No copies of header fields in the inner entity.
+    None,
+    /// Signed only: copies, `hp="clear"`.
+    Clear,
+    /// Encrypted: copies, `hp="cipher"`, `HP-Outer` fields.
+    #[default]
+    Cipher,
+}
+
+/// How to prepare a message for sealing.
+#[derive(Clone, Debug, Default)]
+pub struct PrepareOptions {
+    /// Header protection mode.
+    pub header_protection: HeaderProtection,
+    /// Replace the outer Subject with `[...]` (only with [`HeaderProtection::Cipher`]).
+    pub hide_subject: bool,
+    /// Parsing and canonicalisation bounds.
+    pub limits: Limits,
+}
+
+/// A message ready to be sealed.
+#[derive(Clone, Debug)]
+pub struct Prepared {
+    /// Header fields of the outgoing message (never `Bcc`, no `Content-*`, no `MIME-Version`).
+    pub outer: Vec<HeaderField>,
+    /// The canonical inner entity: the bytes that are signed and/or encrypted.
+    pub inner: Vec<u8>,
+    /// Protection the input already had.
+    pub protection: Protection,
+}
+
+fn is_bcc(field: &HeaderField) -> bool {
+    field.is("bcc") || field.is("resent-bcc")
+}
+
+fn is_protected(field: &HeaderField) -> bool {
+    PROTECTED_FIELDS.iter().any(|n| field.is(n))
+}
+
+/// Splits the header fields into the outer fields (everything that is not structural, never
+/// `Bcc`/`Resent-Bcc`, no `MIME-Version`) and the `Content-*` fields of the inner entity.
+pub fn split_headers(parsed: &ParsedMessage) -> (Vec<HeaderField>, Vec<HeaderField>) {
+    let mut outer = Vec::new();
+    let mut content = Vec::new();
+    for field in &parsed.fields {
+        if is_bcc(field) || field.is("mime-version") {
+            continue;
+        }
+        if is_content_field(field) {
+            content.push(field.clone());
+        } else {
+            outer.push(field.clone());
+        }
+    }
+    (outer, content)
+}
+
+/// Parses `message`, splits it, applies header protection and canonicalises the inner entity.
+pub fn prepare(message: &[u8], opts: &PrepareOptions) -> Result<Prepared, MimeError> {
+    let parsed = parse_message(message, &opts.limits)?;
+    let protection = detect_protection(message, &opts.limits);
+    let (mut outer, content) = split_headers(&parsed);
+    let body = &message[parsed.body_offset.min(message.len())..];
+    let hp = opts.header_protection;
+
+    let mut inner_fields: Vec<HeaderField> = Vec::new();
+    if hp != HeaderProtection::None {
+        inner_fields.extend(outer.iter().filter(|f| is_protected(f)).cloned());
+    }
+    if hp == HeaderProtection::Cipher && opts.hide_subject {
+        for field in outer.iter_mut().filter(|f| f.is("subject")) {
+            *field = HeaderField::new(field.name(), "[...]");
+        }
+    }
+    if hp == HeaderProtection::Cipher {
+        for field in outer.iter().filter(|f| is_protected(f)) {
+            let value = format!("{}: {}", field.name(), field.value());
+            inner_fields.push(HeaderField::new("HP-Outer", &value));
+        }
+    }
+    let hp_value = match hp {
+        HeaderProtection::None => None,
+        HeaderProtection::Clear => Some("clear"),
+        HeaderProtection::Cipher => Some("cipher"),
+    };
+    let mut has_content_type = false;
+    for field in content {
+        if field.is("content-type") && !has_content_type {
+            has_content_type = true;
+            let parsed_ct = ContentType::parse(&field.value());
+            if let (Some(hp_value), Some(ct)) = (hp_value, parsed_ct) {
+                if ct.param("hp").is_none() {
+                    let mut value = String::from_utf8_lossy(field.raw_value())
+                        .trim()
+                        .to_string();
+                    value.push_str(&format!("; hp=\"{hp_value}\""));
+                    inner_fields.push(HeaderField::new(field.name(), &value));
+                    continue;
+                }
+            }
+        }
+        inner_fields.push(field);
+    }
+    if !has_content_type {
+        if let Some(hp_value) = hp_value {
+            inner_fields.push(HeaderField::new(
+                "Content-Type",
+                &format!("text/plain; charset=us-ascii; hp=\"{hp_value}\""),
+            ));
+        }
+    }
+
+    let mut raw_inner: Vec<u8> = Vec::with_capacity(body.len() + 4096);
+    for field in &inner_fields {
+        field.write_to(&mut raw_inner);
+    }
+    raw_inner.extend_from_slice(b"\r\n");
+    raw_inner.extend_from_slice(body);
+    let inner = canonicalize(&raw_inner, &opts.limits)?;
+    Ok(Prepared {
+        outer,
+        inner,
+        protection,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MSG: &[u8] = b"Received: from x\r\nFrom: Alice <alice@example.org>\r\nTo: bob@example.org\r\nBcc: secret@example.org\r\nSubject: Hello\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nhi\r\n";
+
+    #[test]
+    fn cipher_protection_and_hidden_subject() {
+        let p = prepare(
+            MSG,
+            &PrepareOptions {
+                hide_subject: true,
+                ..PrepareOptions::default()
+            },
+        )
+        .unwrap();
+        let outer: Vec<String> = p.outer.iter().map(|f| format!("{f:?}")).collect();
+        assert_eq!(
+            outer,
+            [
+                "Received: from x",
+                "From: Alice <alice@example.org>",
+                "To: bob@example.org",
+                "Subject: [...]"
+            ]
+        );
+        let inner = String::from_utf8(p.inner).unwrap();
+        assert_eq!(
+            inner,
+            "From: Alice <alice@example.org>\r\nTo: bob@example.org\r\nSubject: Hello\r\n\
+             HP-Outer: From: Alice <alice@example.org>\r\nHP-Outer: To: bob@example.org\r\n\
+             HP-Outer: Subject: [...]\r\nContent-Type: text/plain; charset=utf-8; hp=\"cipher\"\r\n\r\nhi\r\n"
+        );
+        assert!(!inner.to_ascii_lowercase().contains("bcc"));
+    }
+
+    #[test]
+    fn clear_protection_keeps_subject() {
+        let p = prepare(
+            MSG,
+            &PrepareOptions {
+                header_protection: HeaderProtection::Clear,
+                hide_subject: true,
+                ..PrepareOptions::default()
+            },
+        )
+        .unwrap();
+        assert!(p
+            .outer
+            .iter()
+            .any(|f| f.is("subject") && f.value() == "Hello"));
+        let inner = String::from_utf8(p.inner).unwrap();
+        assert!(inner.contains("hp=\"clear\""));
+        assert!(!inner.contains("HP-Outer"));
+    }
+
+    #[test]
+    fn no_content_type_gets_default() {
+        let p = prepare(b"From: a@b\r\n\r\nx", &PrepareOptions::default()).unwrap();
+        assert!(String::from_utf8(p.inner)
+            .unwrap()
+            .contains("Content-Type: text/plain; charset=us-ascii; hp=\"cipher\"\r\n\r\nx"));
+    }
+}
