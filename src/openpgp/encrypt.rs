@@ -1,0 +1,168 @@
+//! multipart/encrypted (RFC 3156 section 4), signed inside the encryption
+//! in one pass when a signing key is given.
+//!
+//! Writer stack: CRLF <- Armorer <- Encryptor (one PKESK per selected
+//! subkey, SEIPDv1+MDC or SEIPDv2) <- Signer (one-pass, SHA-256) <-
+//! LiteralWriter (binary). No compression (no gain on already encoded
+//! mail, and no compression side channel).
+
+use std::io::Write;
+use std::time::SystemTime;
+
+use sequoia_openpgp as pgp;
+
+use pgp::armor;
+use pgp::packet::signature::SignatureBuilder;
+use pgp::policy::StandardPolicy;
+use pgp::serialize::stream::{self, Armorer, Encryptor, LiteralWriter, Message, Signer};
+use pgp::types::{AEADAlgorithm, DataFormat, Features, HashAlgorithm, SignatureType};
+use pgp::{Cert, KeyHandle};
+
+use super::assemble::{self, CrlfWriter, Form};
+use super::error::PgpError;
+use super::format::{self, MessageFormat};
+use super::keys::{encryption_keys, Capabilities, Recipient, SigningKey};
+use super::{mime_glue, prepare, PgpOptions};
+
+/// Encrypts (and, with `signer`, signs) `inner` to every recipient and
+/// returns the complete PGP/MIME message (outer header block included).
+///
+/// Every recipient must yield at least one alive, non-revoked
+/// transport-encryption subkey at `now`, else the whole message is refused
+/// with an error naming that recipient.
+pub fn encrypt(
+    outer_headers: &[u8],
+    inner: &[u8],
+    signer: Option<&SigningKey>,
+    recipients: &[Recipient],
+    opts: &PgpOptions,
+    now: SystemTime,
+) -> Result<Vec<u8>, PgpError> {
+    // base64 (4/3) with a CRLF every 64 characters (x 1.375), plus a margin
+    // for packet framing and headers: too low an estimate would make the
+    // Vec double.
+    let estimate = (inner.len() / 100).saturating_mul(139) + outer_headers.len() + 16384;
+    let mut out = Vec::with_capacity(estimate);
+    encrypt_to(
+        &mut out,
+        outer_headers,
+        inner,
+        signer,
+        recipients,
+        opts,
+        now,
+    )?;
+    Ok(out)
+}
+
+/// Like [`encrypt`], streaming into `out` (e.g. a spool file). Nothing is
+/// written unless every check passed; on a later error (I/O, crypto) the
+/// output is incomplete and must be discarded.
+pub fn encrypt_to<W: Write + Send + Sync>(
+    out: &mut W,
+    outer_headers: &[u8],
+    inner: &[u8],
+    signer: Option<&SigningKey>,
+    recipients: &[Recipient],
+    opts: &PgpOptions,
+    now: SystemTime,
+) -> Result<(), PgpError> {
+    let policy = StandardPolicy::new();
+    let input = prepare(outer_headers, inner, opts)?;
+
+    if recipients.is_empty() {
+        return Err(PgpError::NoRecipients);
+    }
+    // (certificate, its capabilities, its chosen keys), sender last.
+    let mut chosen = Vec::with_capacity(recipients.len() + 1);
+    for r in recipients {
+        let sel = encryption_keys(r.cert(), r.address(), r.checks_address(), &policy, now)?;
+        chosen.push((r.cert(), sel));
+    }
+    if opts.encrypt_to_self {
+        let me = signer.ok_or(PgpError::EncryptToSelfWithoutSender)?;
+        let sel = encryption_keys(me.tsk(), "sender (encrypt to self)", false, &policy, now)?;
+        chosen.push((me.tsk(), sel));
+    }
+    let caps: Vec<Capabilities> = chosen.iter().map(|(_, s)| s.caps.clone()).collect();
+    let msg_format = format::choose(&caps, |a: AEADAlgorithm| a.is_supported());
+
+    let keypair = signer.map(|s| s.keypair(&policy, now)).transpose()?;
+    let autocrypt = match signer {
+        Some(s) if opts.autocrypt => assemble::autocrypt_header(&input.outer, s, &policy, now),
+        _ => None,
+    };
+    // The armored part can hold neither "=_" nor the fixed texts' words,
+    // but check the fixed parts anyway.
+    let boundary = mime_glue::random_boundary(&[])?;
+
+    // Every check passed: from here on we write.
+    assemble::write_outer_header(
+        out,
+        &input.outer,
+        Form::Encrypted,
+        &boundary,
+        opts,
+        autocrypt.as_deref(),
+    )?;
+    assemble::write_encrypted_opening(out, &boundary)?;
+
+    let (features, v2) = match msg_format {
+        MessageFormat::SeipdV1 { .. } => (Features::empty().set_seipdv1(), false),
+        MessageFormat::SeipdV2 { .. } => (Features::empty().set_seipdv1().set_seipdv2(), true),
+    };
+    let mut pgp_recipients = Vec::new();
+    for (_, sel) in &chosen {
+        for key in &sel.keys {
+            let handle: KeyHandle = if v2 {
+                key.fingerprint().into()
+            } else {
+                key.keyid().into()
+            };
+            pgp_recipients.push(stream::Recipient::new(features.clone(), handle, *key));
+        }
+    }
+    let certs: Vec<&Cert> = chosen.iter().map(|(c, _)| *c).collect();
+
+    let crypto = |e| PgpError::crypto("encrypt", e);
+    {
+        let sink = CrlfWriter::new(&mut *out);
+        let message = Message::new(sink);
+        let message = Armorer::new(message)
+            .kind(armor::Kind::Message)
+            .build()
+            .map_err(crypto)?;
+        let mut encryptor =
+            Encryptor::for_recipients(message, pgp_recipients).symmetric_algo(msg_format.cipher());
+        if let MessageFormat::SeipdV2 { aead, .. } = msg_format {
+            encryptor = encryptor.aead_algo(aead);
+        }
+        let mut message = encryptor.build().map_err(crypto)?;
+        if let Some(kp) = keypair {
+            let mut s =
+                Signer::with_template(message, kp, SignatureBuilder::new(SignatureType::Binary))
+                    .map_err(crypto)?
+                    .hash_algo(HashAlgorithm::SHA256)
+                    .map_err(crypto)?
+                    .creation_time(now);
+            for c in &certs {
+                s = s.add_intended_recipient(c);
+            }
+            message = s.build().map_err(crypto)?;
+        }
+        let mut message = LiteralWriter::new(message)
+            .format(DataFormat::Binary)
+            .build()
+            .map_err(crypto)?;
+        // In bounded chunks: one huge write would make sequoia's
+        // partial-body and cipher layers buffer a copy of it.
+        for piece in input.pieces() {
+            for chunk in piece.chunks(super::WRITE_CHUNK) {
+                message.write_all(chunk)?;
+            }
+        }
+        message.finalize().map_err(crypto)?;
+    }
+    assemble::write_closing(out, &boundary)?;
+    Ok(())
+}
