@@ -52,7 +52,9 @@ fn client(addr: SocketAddr, ca: &Path) -> Connector {
 fn message() -> Vec<u8> {
     let mut m = b"From: a@bench.test\r\nTo: b@bench.test\r\nSubject: bench\r\n\r\n".to_vec();
     while m.len() < 4096 {
-        m.extend_from_slice(b"0123456789 abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ\r\n");
+        m.extend_from_slice(
+            b"0123456789 abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ\r\n",
+        );
     }
     m.truncate(4094);
     m.extend_from_slice(b"\r\n");
@@ -66,18 +68,28 @@ async fn load(target: Arc<Connector>, messages: usize, concurrency: usize) -> (f
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..concurrency {
-        let (target, body, next, failures) = (target.clone(), body.clone(), next.clone(), failures.clone());
+        let (target, body, next, failures) =
+            (target.clone(), body.clone(), next.clone(), failures.clone());
         tasks.push(tokio::spawn(async move {
             while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < messages {
                 let ok = async {
                     let mut s = target.connect().await.ok()?;
-                    let from = PathWithParams { address: "a@bench.test".into(), params: vec![] };
-                    let to = PathWithParams { address: "b@bench.test".into(), params: vec![] };
+                    let from = PathWithParams {
+                        address: "a@bench.test".into(),
+                        params: vec![],
+                    };
+                    let to = PathWithParams {
+                        address: "b@bench.test".into(),
+                        params: vec![],
+                    };
                     s.mail(&from).await.ok().filter(|r| r.is_positive())?;
                     s.rcpt(&to).await.ok().filter(|r| r.is_positive())?;
                     let mut spool = Spool::new(1 << 20, None);
                     spool.write(&body).ok()?;
-                    s.send_message(&mut spool).await.ok().filter(|r| r.is_positive())?;
+                    s.send_message(&mut spool)
+                        .await
+                        .ok()
+                        .filter(|r| r.is_positive())?;
                     s.quit().await;
                     Some(())
                 }
@@ -92,14 +104,20 @@ async fn load(target: Arc<Connector>, messages: usize, concurrency: usize) -> (f
         let _ = t.await;
     }
     let secs = started.elapsed().as_secs_f64();
-    (messages as f64 / secs, failures.load(std::sync::atomic::Ordering::Relaxed))
+    (
+        messages as f64 / secs,
+        failures.load(std::sync::atomic::Ordering::Relaxed),
+    )
 }
 
 fn main() {
     let args: Vec<String> = std::env::args().filter(|a| !a.starts_with("--")).collect();
     let messages: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(2000);
     let concurrency: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(16);
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     rt.block_on(async move {
         let dir = tempfile::tempdir().expect("tempdir");
         let tls_dir = dir.path().join("tls");

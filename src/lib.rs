@@ -7,10 +7,13 @@
 pub mod config;
 pub mod demo;
 pub mod inbound;
+pub mod mime;
+pub mod openpgp;
 pub mod policy;
 pub mod relay;
 pub mod server;
 pub mod sink;
+pub mod smime;
 pub mod smtp;
 pub mod spool;
 pub mod tls;
