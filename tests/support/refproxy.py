@@ -17,7 +17,11 @@ import socket
 import ssl
 import sys
 import threading
+import os
 import tomllib
+
+# deliberate bugs, to prove that the test suite catches them (mutation check)
+BUGS = set(filter(None, os.environ.get("REFPROXY_BUGS", "").split(",")))
 
 
 class Fail(Exception):
@@ -125,6 +129,9 @@ class Upstream:
         tls = self.cfg.get("tls", "starttls")
         ctx = ssl.create_default_context(cafile=self.cfg.get("ca_file"))
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        if "no_verify" in BUGS:
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
         name = self.cfg.get("server_name") or host
         if tls == "implicit":
             sock = self._wrap(ctx, sock, name)
@@ -135,12 +142,14 @@ class Upstream:
         self._ehlo("sealgate.test")
         if tls == "starttls":
             if "STARTTLS" not in self.ext:
+                if "plaintext_fallback" in BUGS:
+                    return
                 raise Fail("454 4.7.0 upstream offers no STARTTLS")
             self.s.send(b"STARTTLS\r\n")
             code, _ = self.s.reply(self.lim["upstream_timeout"])
             if code != 220:
                 raise Fail("454 4.7.0 upstream refused STARTTLS")
-            if self.s.buf:
+            if self.s.buf and "keep_injected" not in BUGS:
                 raise Fail("454 4.7.0 upstream sent data after 220")
             self.s = Stream(self._wrap(ctx, self.s.sock, name))
             self._ehlo("sealgate.test")
@@ -155,8 +164,12 @@ class Upstream:
             raise Fail("454 4.7.0 TLS handshake with upstream failed")
 
     def cmd(self, line: bytes) -> bytes:
-        self.s.send(line + b"\r\n")
-        return self.s.reply(self.lim["upstream_timeout"])[1]
+        try:
+            self.s.send(line + b"\r\n")
+            return self.s.reply(self.lim["upstream_timeout"])[1]
+        except (socket.timeout, Closed):
+            self.error = "451 4.4.2 upstream lost"
+            raise Fail("451 4.4.2 upstream did not answer")
 
 
 class Session:
@@ -208,7 +221,7 @@ class Session:
     def ehlo_reply(self) -> str:
         lines = ["sealgate.test", "PIPELINING", f"SIZE {self.lim['max_message_size']}", "8BITMIME",
                  "ENHANCEDSTATUSCODES", "CHUNKING"]
-        if not self.tls:
+        if not self.tls and self.lcfg.get("tls") == "starttls":
             lines.append("STARTTLS")
         self.up.ready.wait(self.lim["connect_timeout"] + 2 * self.lim["upstream_timeout"])
         ext = self.up.ext if not self.up.error else {}
@@ -243,8 +256,10 @@ class Session:
                         self.send("503 5.5.1 TLS already active")
                         continue
                     self.send("220 2.0.0 Ready to start TLS")
+                    keep = bytes(self.c.buf) if "keep_pipelined" in BUGS else b""
                     del self.c.buf[:]
                     self._starttls()
+                    self.c.buf += keep
                     mail, rcpts, accepted = False, 0, 0
                 elif verb in (b"MAIL", b"AUTH") and self.lcfg.get("require_tls") and not self.tls:
                     self.send("530 5.7.0 Must issue a STARTTLS command first")
@@ -253,6 +268,8 @@ class Session:
                         self.send("503 5.5.1 AUTH not available before TLS")
                         continue
                     up = self.upstream()
+                    if "log_auth" in BUGS:
+                        print(f"AUTH command: {line!r}", file=sys.stderr, flush=True)
                     r = up.cmd(line)
                     while r[:3] == b"334":
                         self.send(r)
@@ -342,7 +359,7 @@ class Session:
             ln, _ = self.c.line(self.lim["data_timeout"], 1 << 30)
             if prev_crlf and ln == b".\r\n":
                 break
-            if re.search(rb"\r(?!\n)|(?<!\r)\n", ln):
+            if re.search(rb"\r(?!\n)|(?<!\r)\n", ln) and "no_bare_check" not in BUGS:
                 return b"", "521 5.5.2 bare CR or LF in DATA"
             if prev_crlf and ln.startswith(b"."):
                 ln = ln[1:]
@@ -362,11 +379,14 @@ class Session:
             r = up.cmd(b"DATA")
             if r[:3] != b"354":
                 return r
-            stuffed = b"".join((b"." + l if l.startswith(b".") else l) for l in msg.splitlines(keepends=True))
+            stuffed = b"".join((b"." + l if l.startswith(b".") and "no_stuffing" not in BUGS else l)
+                               for l in msg.splitlines(keepends=True))
             up.s.send(stuffed + b".\r\n")
             return up.s.reply(self.lim["upstream_timeout"])[1]
         except (socket.timeout, Closed):
             up.error = "451 4.4.2 upstream lost"
+            if "ok_on_timeout" in BUGS:
+                return b"250 2.0.0 Ok\r\n"
             return b"451 4.4.2 No reply from upstream after end of data\r\n"
 
 

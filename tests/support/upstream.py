@@ -72,6 +72,7 @@ import ssl
 import sys
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
@@ -377,10 +378,12 @@ class Upstream:
         if c["tls_min_version"] or c["tls_max_version"]:
             # allow old protocol versions when explicitly asked for
             ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
-        if c["tls_min_version"]:
-            ctx.minimum_version = TLS_VERSIONS[c["tls_min_version"]]
-        if c["tls_max_version"]:
-            ctx.maximum_version = TLS_VERSIONS[c["tls_max_version"]]
+        with warnings.catch_warnings():  # TLS 1.0/1.1 are deprecated: that is the point
+            warnings.simplefilter("ignore", DeprecationWarning)
+            if c["tls_min_version"]:
+                ctx.minimum_version = TLS_VERSIONS[c["tls_min_version"]]
+            if c["tls_max_version"]:
+                ctx.maximum_version = TLS_VERSIONS[c["tls_max_version"]]
         ctx.load_cert_chain(c["cert"], c["key"])
         return ctx
 
