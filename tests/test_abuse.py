@@ -13,7 +13,7 @@ MSG = b"From: a@x.test\r\nTo: b@y.test\r\nSubject: abuse\r\n\r\nhello\r\n"
 
 
 def still_serving(r, implicit_tls: bool = False) -> None:
-    with r.client(timeout=5, implicit_tls=implicit_tls) as c:
+    with r.client(timeout=15, implicit_tls=implicit_tls) as c:
         assert c.greeting().code == 220
         assert c.ehlo().code == 250
         c.quit()
