@@ -44,6 +44,7 @@
 //! inline PGP) so that it is not sealed again by accident; [`new_boundary`] makes random
 //! boundaries checked to be absent from the content.
 
+mod address;
 mod assemble;
 mod boundary;
 mod canon;
@@ -54,6 +55,7 @@ mod header;
 mod prepare;
 mod protection;
 
+pub use address::mailboxes;
 pub use assemble::assemble;
 pub use boundary::new_boundary;
 pub use canon::canonicalize;
