@@ -104,6 +104,44 @@ pub struct Config {
     pub upstream: UpstreamConfig,
     pub limits: Limits,
     pub policy: PolicyConfig,
+    /// Recipient certificates must chain to these (PEM); None: trusted as imported.
+    pub smime_trust_anchors: Option<PathBuf>,
+}
+
+/// What the `keys` commands need: read leniently, so that key management works even when the
+/// relay part of the file does not validate (e.g. certificates not installed yet).
+pub struct StoreSettings {
+    pub store_path: PathBuf,
+    pub trust_anchors: Option<PathBuf>,
+}
+
+impl StoreSettings {
+    pub fn load(path: &Path) -> Result<StoreSettings, ConfigErrors> {
+        #[derive(Deserialize)]
+        struct Partial {
+            store: Option<RawStore>,
+            #[serde(default)]
+            smime: RawSmime,
+        }
+        let fail = |location: &str, message: String| ConfigErrors {
+            file: path.to_path_buf(),
+            errors: vec![ConfigError {
+                location: location.into(),
+                message,
+            }],
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| fail("file", e.to_string()))?;
+        let partial: Partial = toml::from_str(&text).map_err(|e| fail("file", e.message().to_string()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let resolve = |p: &Path| if p.is_absolute() { p.to_path_buf() } else { base.join(p) };
+        let store = partial
+            .store
+            .ok_or_else(|| fail("store", "missing [store] section with path".into()))?;
+        Ok(StoreSettings {
+            store_path: resolve(&store.path),
+            trust_anchors: partial.smime.trust_anchors.as_deref().map(resolve),
+        })
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -119,6 +157,14 @@ struct RawConfig {
     limits: RawLimits,
     #[serde(default)]
     policy: crate::policy::RawPolicy,
+    #[serde(default)]
+    smime: RawSmime,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawSmime {
+    trust_anchors: Option<PathBuf>,
 }
 
 #[derive(Deserialize, Default)]
@@ -425,6 +471,7 @@ impl Config {
                 upstream,
                 limits,
                 policy,
+                smime_trust_anchors: raw.smime.trust_anchors.as_deref().map(resolve),
             }),
             _ => Err(c.errors),
         }

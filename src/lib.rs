@@ -18,3 +18,5 @@ pub mod smtp;
 pub mod spool;
 pub mod tls;
 pub mod upstream;
+pub mod keys_cli;
+pub mod store;

@@ -6,7 +6,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use sealgate::config::Config;
+use sealgate::config::{Config, StoreSettings};
+use sealgate::keys_cli::{self, KeysCommand};
 use sealgate::server::{self, Server};
 
 #[derive(Parser)]
@@ -33,6 +34,15 @@ enum Command {
     CheckConfig {
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
+    },
+    /// Manage recipient certificates, OpenPGP keys and sender identities in the key store.
+    #[command(after_help = "Examples:\n  sealgate keys import --config /etc/sealgate/sealgate.toml bob.pem partner.asc\n  sealgate keys show --config /etc/sealgate/sealgate.toml bob@partner.example")]
+    Keys {
+        /// Configuration file; its [store] path names the key store.
+        #[arg(long, global = true, value_name = "FILE", default_value = "sealgate.toml")]
+        config: PathBuf,
+        #[command(subcommand)]
+        command: KeysCommand,
     },
     /// Run the proxy on loopback in front of a built-in TLS sink, with throwaway certificates.
     #[command(
@@ -102,6 +112,18 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             })
         }
+        Command::Keys { config, command } => match StoreSettings::load(&config) {
+            Ok(settings) => keys_cli::run(
+                command,
+                &settings.store_path,
+                settings.trust_anchors.as_deref(),
+                std::time::SystemTime::now(),
+            ),
+            Err(errors) => {
+                eprint!("{errors}");
+                ExitCode::from(2)
+            }
+        },
         Command::Demo { dir, listen, sink } => runtime(async move {
             match sealgate::demo::run(sealgate::demo::DemoOptions { dir, listen, sink }).await {
                 Ok(()) => ExitCode::SUCCESS,

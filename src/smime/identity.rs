@@ -79,15 +79,7 @@ impl SigningIdentity {
             der::pem::decode_vec(key_pem).map_err(|_| SmimeError::PrivateKey { format: "PEM" })?;
         let der = Zeroizing::new(der);
         match label {
-            "PRIVATE KEY" => {
-                if let Ok(key) = rsa::RsaPrivateKey::from_pkcs8_der(&der) {
-                    Self::new_rsa(chain, key)
-                } else if let Ok(key) = p256::SecretKey::from_pkcs8_der(&der) {
-                    Self::new_p256(chain, key)
-                } else {
-                    Err(SmimeError::PrivateKey { format: "PKCS#8" })
-                }
-            }
+            "PRIVATE KEY" => Self::from_pkcs8_der(chain, &der),
             "RSA PRIVATE KEY" => {
                 let key = rsa::RsaPrivateKey::from_pkcs1_der(&der)
                     .map_err(|_| SmimeError::PrivateKey { format: "PKCS#1" })?;
@@ -101,6 +93,18 @@ impl SigningIdentity {
             _ => Err(SmimeError::PrivateKey {
                 format: "unknown PEM label",
             }),
+        }
+    }
+
+    /// From decoded certificates (signer first) and an unencrypted PKCS#8 DER key (RSA or P-256),
+    /// as the key store keeps them.
+    pub fn from_pkcs8_der(chain: Vec<Certificate>, key_der: &[u8]) -> Result<Self, SmimeError> {
+        if let Ok(key) = rsa::RsaPrivateKey::from_pkcs8_der(key_der) {
+            Self::new_rsa(chain, key)
+        } else if let Ok(key) = p256::SecretKey::from_pkcs8_der(key_der) {
+            Self::new_p256(chain, key)
+        } else {
+            Err(SmimeError::PrivateKey { format: "PKCS#8" })
         }
     }
 
