@@ -155,16 +155,11 @@ pub fn encrypt_to<W: Write + Send + Sync>(
             }
             message = s.build().map_err(crypto)?;
         }
-        let mut message = LiteralWriter::new(message)
+        let message = LiteralWriter::new(message)
             .format(DataFormat::Binary)
             .build()
             .map_err(crypto)?;
-        // In bounded chunks: one huge write would make sequoia's
-        // partial-body and cipher layers buffer a copy of it.
-        for chunk in input.inner.chunks(super::WRITE_CHUNK) {
-            message.write_all(chunk)?;
-        }
-        message.finalize().map_err(crypto)?;
+        super::write_and_finalize(message, &input.inner, "encrypt")?;
     }
     assemble::write_closing(out, &boundary)?;
     Ok(())

@@ -44,6 +44,22 @@ pub use sign::{sign, sign_to};
 /// so memory, bounded whatever the message size).
 const WRITE_CHUNK: usize = 256 * 1024;
 
+/// Writes `data` into sequoia's writer stack in [`WRITE_CHUNK`] pieces (one
+/// huge write would make its partial-body and cipher layers buffer a copy
+/// of it) and finalizes the stack.
+fn write_and_finalize(
+    mut message: sequoia_openpgp::serialize::stream::Message<'_>,
+    data: &[u8],
+    operation: &'static str,
+) -> Result<(), PgpError> {
+    for chunk in data.chunks(WRITE_CHUNK) {
+        std::io::Write::write_all(&mut message, chunk)?;
+    }
+    message
+        .finalize()
+        .map_err(|e| PgpError::crypto(operation, e))
+}
+
 /// Options for sealing one message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PgpOptions {

@@ -70,7 +70,7 @@ pub fn sign_to<W: Write + Send + Sync>(
             .kind(armor::Kind::Signature)
             .build()
             .map_err(crypto)?;
-        let mut message =
+        let message =
             Signer::with_template(message, keypair, SignatureBuilder::new(SignatureType::Text))
                 .map_err(crypto)?
                 .detached()
@@ -79,10 +79,7 @@ pub fn sign_to<W: Write + Send + Sync>(
                 .creation_time(now)
                 .build()
                 .map_err(crypto)?;
-        for chunk in input.inner.chunks(super::WRITE_CHUNK) {
-            message.write_all(chunk)?;
-        }
-        message.finalize().map_err(crypto)?;
+        super::write_and_finalize(message, &input.inner, "sign")?;
     }
     assemble::write_closing(out, &boundary)?;
     Ok(())
