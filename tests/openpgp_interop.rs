@@ -12,8 +12,9 @@ use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
 
+use sealgate::mime::{self, Limits, PrepareOptions, Protection, HIDDEN_SUBJECT};
 use sealgate::openpgp::{
-    encrypt, encrypt_to, sign, PgpError, PgpOptions, Recipient, SigningKey, HIDDEN_SUBJECT,
+    encrypt, encrypt_to, sign, sign_and_encrypt, PgpError, PgpOptions, Recipient, SigningKey,
 };
 use sequoia_openpgp as pgp;
 
@@ -653,6 +654,9 @@ fn packet_summary(armored: &[u8]) -> (u8, usize) {
 }
 
 // -------------------------------------------------------------- contents
+//
+// A message is OUTER's fields followed by one of the entities below (its
+// Content-* fields and body): see `message`.
 
 const OUTER: &[u8] = b"From: Alice <alice@x.test>\r\n\
 To: Bob <bob@x.test>\r\n\
@@ -758,37 +762,67 @@ epilogue\r\n",
     v
 }
 
-/// An inner entity with protected headers (as the mime module makes it),
-/// UTF-8 in one of them, and what we must emit for it.
-fn protected_utf8() -> (Vec<u8>, Vec<u8>) {
-    let head_ct = "Content-Type: text/plain; charset=utf-8";
-    let rest = "Content-Transfer-Encoding: quoted-printable\r\n\
-From: Alice <alice@x.test>\r\n\
+/// A message with raw UTF-8 (RFC 6532) and an encoded word in its Subject.
+fn utf8_subject() -> Vec<u8> {
+    "From: Alice <alice@x.test>\r\n\
 To: Bob <bob@x.test>\r\n\
+Bcc: secret@hidden.test\r\n\
 Subject: =?UTF-8?Q?Gr=C3=BC=C3=9Fe?= und Grüße\r\n\
+MIME-Version: 1.0\r\n\
+Content-Type: text/plain; charset=utf-8\r\n\
+Content-Transfer-Encoding: quoted-printable\r\n\
 \r\n\
-Gr=C3=BC=C3=9Fe\r\n";
-    let input = format!("{head_ct}\r\n{rest}").into_bytes();
-    let expected = format!("{head_ct};\r\n protected-headers=\"v1\"\r\n{rest}").into_bytes();
-    (input, expected)
+Gr=C3=BC=C3=9Fe\r\n"
+        .as_bytes()
+        .to_vec()
+}
+
+/// The whole message: OUTER's fields, then `entity`.
+fn message(entity: &[u8]) -> Vec<u8> {
+    [OUTER, entity].concat()
+}
+
+/// What the recipient must get: the inner entity `mime::prepare` makes of
+/// `message` when encrypting (or only signing), byte for byte.
+fn expected(message: &[u8], encrypting: bool, hide_subject: bool) -> Vec<u8> {
+    let opts = PrepareOptions::for_sealing(encrypting, hide_subject, Limits::default());
+    let prepared = mime::prepare(message, &opts).unwrap();
+    assert_eq!(prepared.protection, Protection::None);
+    prepared.inner
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Header protection as `mime` makes it for both formats (RFC 9788), and
+/// never a Bcc.
+fn assert_protected_inner(inner: &[u8], encrypting: bool) {
+    let (head, _) = split_head(inner);
+    assert!(head.contains("From: Alice <alice@x.test>\r\n"), "{head}");
+    if encrypting {
+        assert!(head.contains("; hp=\"cipher\""), "{head}");
+        assert!(head.contains("HP-Outer: From: Alice <alice@x.test>\r\n"));
+    } else {
+        assert!(head.contains("; hp=\"clear\""), "{head}");
+        assert!(!head.contains("HP-Outer"), "{head}");
+    }
+    assert!(!head.to_ascii_lowercase().contains("bcc"), "{head}");
+    assert!(!contains(inner, b"secret@hidden.test"));
 }
 
 // ------------------------------------------------------------------ tests
 
-/// Encrypts `inner` signed by Alice to Bob, opens it with gpg and sq.
-fn roundtrip_bob(inner: &[u8]) {
+/// Signs `entity` as Alice inside the encryption to Bob, opens it with gpg
+/// and sq: both give back exactly what `mime::prepare` made of it.
+fn roundtrip_bob(entity: &[u8]) {
     let f = fixture();
-    let msg = encrypt(
-        OUTER,
-        inner,
-        Some(&alice_key()),
-        &[bob()],
-        &PgpOptions::default(),
-        now(),
-    )
-    .unwrap();
-    assert_wire_safe(&msg);
-    let (_, armored) = encrypted_payload(&msg);
+    let msg = message(entity);
+    let inner = expected(&msg, true, false);
+    assert_protected_inner(&inner, true);
+    let sealed = sign_and_encrypt(&msg, &alice_key(), &[bob()], &PgpOptions::default()).unwrap();
+    assert_wire_safe(&sealed);
+    let (_, armored) = encrypted_payload(&sealed);
     let r = gpg_decrypt(&f.bob, &armored);
     assert_gpg_good(&r, Some(&f.alice_cert));
     assert!(
@@ -796,17 +830,25 @@ fn roundtrip_bob(inner: &[u8]) {
         "AES-256: {}",
         r.status
     );
-    assert!(r.out == inner, "gpg: decrypted entity differs from input");
+    assert!(
+        r.out == inner,
+        "gpg: decrypted entity differs from mime::prepare's"
+    );
 
     let bob_tsk = f.bob.export_secret(&f.bob_cert.fingerprint().to_hex());
     let (ok, out, err) = sq_decrypt(&bob_tsk, Some(&f.alice_cert), &armored);
     assert!(ok, "sq: {err}");
-    assert!(out == inner, "sq: decrypted entity differs from input");
+    assert!(
+        out == inner,
+        "sq: decrypted entity differs from mime::prepare's"
+    );
 }
 
 #[test]
 fn simple_text_gpg_and_sq() {
     roundtrip_bob(SIMPLE);
+    // A 7-bit entity keeps its body as it was.
+    assert!(expected(&message(SIMPLE), true, false).ends_with(split_head(SIMPLE).1));
 }
 
 #[test]
@@ -817,7 +859,7 @@ fn eight_bit_payload_quoted_printable() {
 #[test]
 fn long_lines() {
     roundtrip_bob(&long_line_qp());
-    // Inside the encryption even an unencoded long line is carried intact.
+    // An unencoded long line is quoted-printable encoded by mime::prepare.
     roundtrip_bob(&raw_long_line());
 }
 
@@ -833,13 +875,11 @@ fn nested_multiparts() {
 
 #[test]
 fn outer_headers_bcc_dropped_and_kept_fields() {
-    let msg = encrypt(
-        OUTER,
-        SIMPLE,
-        Some(&alice_key()),
+    let msg = sign_and_encrypt(
+        &message(SIMPLE),
+        &alice_key(),
         &[bob()],
         &PgpOptions::default(),
-        now(),
     )
     .unwrap();
     let (head, _) = split_head(&msg);
@@ -855,59 +895,57 @@ fn outer_headers_bcc_dropped_and_kept_fields() {
 #[test]
 fn header_protection_utf8_and_hidden_subject() {
     let f = fixture();
-    let (inner, expected) = protected_utf8();
+    let msg = utf8_subject();
+    let inner = expected(&msg, true, true);
+    assert_protected_inner(&inner, true);
+    let inner_head = split_head(&inner).0;
+    assert!(inner_head.contains("Subject: =?UTF-8?Q?Gr=C3=BC=C3=9Fe?= und Grüße\r\n"));
+    assert!(inner_head.contains(&format!("HP-Outer: Subject: {HIDDEN_SUBJECT}\r\n")));
     let opts = PgpOptions {
         hide_subject: true,
         ..Default::default()
     };
-    let msg = encrypt(OUTER, &inner, Some(&alice_key()), &[bob()], &opts, now()).unwrap();
-    let (head, armored) = encrypted_payload(&msg);
+    let sealed = sign_and_encrypt(&msg, &alice_key(), &[bob()], &opts).unwrap();
+    let (head, armored) = encrypted_payload(&sealed);
     assert!(
         head.contains(&format!("Subject: {HIDDEN_SUBJECT}\r\n")),
         "{head}"
     );
-    assert!(!head.contains("Quarterly"));
+    assert!(!head.contains("Gr"), "{head}");
     let r = gpg_decrypt(&f.bob, &armored);
     assert_gpg_good(&r, Some(&f.alice_cert));
-    assert!(r.out == expected, "{}", String::from_utf8_lossy(&r.out));
+    assert!(r.out == inner, "{}", String::from_utf8_lossy(&r.out));
 }
 
 #[test]
 fn rsa_recipient_and_rsa_signer() {
     let f = fixture();
-    let msg = encrypt(
-        OUTER,
-        SIMPLE,
-        Some(&carol_key()),
-        &[carol()],
-        &PgpOptions::default(),
-        now(),
-    )
-    .unwrap();
-    let (_, armored) = encrypted_payload(&msg);
+    let msg = message(SIMPLE);
+    let inner = expected(&msg, true, false);
+    let sealed = sign_and_encrypt(&msg, &carol_key(), &[carol()], &PgpOptions::default()).unwrap();
+    let (_, armored) = encrypted_payload(&sealed);
     let r = gpg_decrypt(&f.carol, &armored);
     assert_gpg_good(&r, Some(&f.carol_cert));
-    assert_eq!(r.out, SIMPLE);
+    assert_eq!(r.out, inner);
     let carol_tsk = &f.carol_tsk;
     let (ok, out, err) = sq_decrypt(carol_tsk, Some(&f.carol_cert), &armored);
     assert!(ok, "sq: {err}");
-    assert_eq!(out, SIMPLE);
+    assert_eq!(out, inner);
 }
 
 #[test]
 fn three_recipients_each_can_decrypt() {
     let f = fixture();
-    let inner = nested();
-    let msg = encrypt(
-        OUTER,
-        &inner,
-        Some(&alice_key()),
+    let msg = message(&nested());
+    let inner = expected(&msg, true, false);
+    let sealed = sign_and_encrypt(
+        &msg,
+        &alice_key(),
         &[bob(), carol(), dave()],
         &PgpOptions::default(),
-        now(),
     )
     .unwrap();
-    let (_, armored) = encrypted_payload(&msg);
+    let (_, armored) = encrypted_payload(&sealed);
     assert_eq!(packet_summary(&armored), (1, 3));
     for home in [&f.bob, &f.carol, &f.dave] {
         let r = gpg_decrypt(home, &armored);
@@ -927,92 +965,67 @@ fn three_recipients_each_can_decrypt() {
 #[test]
 fn encrypt_to_self_adds_the_sender() {
     let f = fixture();
+    let msg = message(SIMPLE);
+    let inner = expected(&msg, true, false);
     let opts = PgpOptions {
         encrypt_to_self: true,
         ..Default::default()
     };
-    let msg = encrypt(OUTER, SIMPLE, Some(&alice_key()), &[bob()], &opts, now()).unwrap();
-    let (_, armored) = encrypted_payload(&msg);
+    let sealed = sign_and_encrypt(&msg, &alice_key(), &[bob()], &opts).unwrap();
+    let (_, armored) = encrypted_payload(&sealed);
     assert_eq!(packet_summary(&armored), (1, 2));
     let r = gpg_decrypt(&f.alice, &armored);
     assert_gpg_good(&r, Some(&f.alice_cert));
-    assert_eq!(r.out, SIMPLE);
+    assert_eq!(r.out, inner);
     // And without it the sender cannot read it.
-    let msg = encrypt(
-        OUTER,
-        SIMPLE,
-        Some(&alice_key()),
-        &[bob()],
-        &PgpOptions::default(),
-        now(),
-    )
-    .unwrap();
-    let (_, armored) = encrypted_payload(&msg);
+    let sealed = sign_and_encrypt(&msg, &alice_key(), &[bob()], &PgpOptions::default()).unwrap();
+    let (_, armored) = encrypted_payload(&sealed);
     assert_eq!(packet_summary(&armored), (1, 1));
     assert!(!gpg_decrypt(&f.alice, &armored).ok);
 
-    let err = encrypt(OUTER, SIMPLE, None, &[bob()], &opts, now()).unwrap_err();
+    let err = encrypt(&msg, &[bob()], &opts).unwrap_err();
     assert!(matches!(err, PgpError::EncryptToSelfWithoutSender));
 }
 
 #[test]
 fn unsigned_encryption() {
     let f = fixture();
-    let msg = encrypt(OUTER, SIMPLE, None, &[bob()], &PgpOptions::default(), now()).unwrap();
-    let (_, armored) = encrypted_payload(&msg);
+    let msg = message(SIMPLE);
+    let sealed = encrypt(&msg, &[bob()], &PgpOptions::default()).unwrap();
+    let (_, armored) = encrypted_payload(&sealed);
     let r = gpg_decrypt(&f.bob, &armored);
     assert_gpg_good(&r, None);
-    assert_eq!(r.out, SIMPLE);
+    assert_eq!(r.out, expected(&msg, true, false));
 }
 
 #[test]
 fn seipd_v2_only_when_all_recipients_advertise_it() {
     let f = fixture();
+    let msg = message(SIMPLE);
+    let inner = expected(&msg, true, false);
     // Erin alone: v2 (AES-256 with an AEAD mode she lists).
-    let msg = encrypt(
-        OUTER,
-        SIMPLE,
-        Some(&alice_key()),
-        &[erin()],
-        &PgpOptions::default(),
-        now(),
-    )
-    .unwrap();
-    let (_, armored) = encrypted_payload(&msg);
+    let sealed = sign_and_encrypt(&msg, &alice_key(), &[erin()], &PgpOptions::default()).unwrap();
+    let (_, armored) = encrypted_payload(&sealed);
     assert_eq!(packet_summary(&armored), (2, 1));
     let (out, good) = sequoia_decrypt(&f.erin_tsk, &f.alice_cert, &armored);
     assert!(good, "signature inside SEIPDv2");
-    assert_eq!(out, SIMPLE);
+    assert_eq!(out, inner);
 
     // Erin and Bob (gpg, v1 only): v1, and gpg reads it.
-    let msg = encrypt(
-        OUTER,
-        SIMPLE,
-        Some(&alice_key()),
-        &[erin(), bob()],
-        &PgpOptions::default(),
-        now(),
-    )
-    .unwrap();
-    let (_, armored) = encrypted_payload(&msg);
+    let sealed =
+        sign_and_encrypt(&msg, &alice_key(), &[erin(), bob()], &PgpOptions::default()).unwrap();
+    let (_, armored) = encrypted_payload(&sealed);
     assert_eq!(packet_summary(&armored), (1, 2));
     let r = gpg_decrypt(&f.bob, &armored);
     assert_gpg_good(&r, Some(&f.alice_cert));
+    assert_eq!(r.out, inner);
     let (out, good) = sequoia_decrypt(&f.erin_tsk, &f.alice_cert, &armored);
     assert!(good);
-    assert_eq!(out, SIMPLE);
+    assert_eq!(out, inner);
 
     // Sequoia's SEIPDv1-only key: v1.
-    let msg = encrypt(
-        OUTER,
-        SIMPLE,
-        None,
-        &[dave()],
-        &PgpOptions::default(),
-        now(),
-    )
-    .unwrap();
-    assert_eq!(packet_summary(&encrypted_payload(&msg).1), (1, 1));
+    let sealed = encrypt(&msg, &[dave()], &PgpOptions::default()).unwrap();
+    assert_eq!(packet_summary(&encrypted_payload(&sealed).1), (1, 1));
 }
 
 #[test]
@@ -1022,12 +1035,10 @@ fn recipient_without_encryption_subkey_is_refused() {
     let mut out = Vec::new();
     let err = encrypt_to(
         &mut out,
-        OUTER,
-        SIMPLE,
+        &message(SIMPLE),
         Some(&alice_key()),
         &[bob(), noenc],
         &PgpOptions::default(),
-        now(),
     )
     .unwrap_err();
     match &err {
@@ -1051,7 +1062,7 @@ fn recipient_with_expired_encryption_subkey_is_refused() {
     // On the day it was made (2020-01-01), the subkey was usable.
     let in_2020 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_577_880_000);
     r.check(in_2020).unwrap();
-    let err = encrypt(OUTER, SIMPLE, None, &[r], &PgpOptions::default(), now()).unwrap_err();
+    let err = encrypt(&message(SIMPLE), &[r], &PgpOptions::default()).unwrap_err();
     match &err {
         PgpError::NoUsableEncryptionKey {
             address, reason, ..
@@ -1067,7 +1078,7 @@ fn recipient_with_expired_encryption_subkey_is_refused() {
 fn recipient_with_revoked_encryption_subkey_is_refused() {
     let f = fixture();
     let r = Recipient::new(f.revoked_encryption_subkey.clone(), "rev@x.test");
-    let err = encrypt(OUTER, SIMPLE, None, &[r], &PgpOptions::default(), now()).unwrap_err();
+    let err = encrypt(&message(SIMPLE), &[r], &PgpOptions::default()).unwrap_err();
     match &err {
         PgpError::NoUsableEncryptionKey { reason, .. } => {
             assert!(reason.contains("revoked"), "{reason}")
@@ -1079,8 +1090,11 @@ fn recipient_with_revoked_encryption_subkey_is_refused() {
 #[test]
 fn key_checked_at_the_time_of_sending() {
     // Bob's key did not exist in 2000.
-    let then = SystemTime::UNIX_EPOCH + Duration::from_secs(946_684_800);
-    let err = encrypt(OUTER, SIMPLE, None, &[bob()], &PgpOptions::default(), then).unwrap_err();
+    let then = PgpOptions {
+        now: SystemTime::UNIX_EPOCH + Duration::from_secs(946_684_800),
+        ..Default::default()
+    };
+    let err = encrypt(&message(SIMPLE), &[bob()], &then).unwrap_err();
     assert!(
         matches!(err, PgpError::NoUsableEncryptionKey { .. }),
         "{err:?}"
@@ -1090,27 +1104,21 @@ fn key_checked_at_the_time_of_sending() {
 #[test]
 fn wrong_address_refused_unless_pinned() {
     let f = fixture();
+    let msg = message(SIMPLE);
+    let opts = PgpOptions::default();
     let wrong = Recipient::new(f.bob_cert.clone(), "mallory@x.test");
-    let err = encrypt(OUTER, SIMPLE, None, &[wrong], &PgpOptions::default(), now()).unwrap_err();
+    let err = encrypt(&msg, &[wrong], &opts).unwrap_err();
     assert!(matches!(err, PgpError::AddressMismatch { .. }), "{err:?}");
     let pinned = Recipient::pinned(f.bob_cert.clone(), "list@x.test");
-    encrypt(
-        OUTER,
-        SIMPLE,
-        None,
-        &[pinned],
-        &PgpOptions::default(),
-        now(),
-    )
-    .unwrap();
+    encrypt(&msg, &[pinned], &opts).unwrap();
     // Case-insensitive match.
     let upper = Recipient::new(f.bob_cert.clone(), "BOB@X.TEST");
-    encrypt(OUTER, SIMPLE, None, &[upper], &PgpOptions::default(), now()).unwrap();
+    encrypt(&msg, &[upper], &opts).unwrap();
 }
 
 #[test]
 fn no_recipients_refused() {
-    let err = encrypt(OUTER, SIMPLE, None, &[], &PgpOptions::default(), now()).unwrap_err();
+    let err = encrypt(&message(SIMPLE), &[], &PgpOptions::default()).unwrap_err();
     assert!(matches!(err, PgpError::NoRecipients));
 }
 
@@ -1131,106 +1139,103 @@ fn signing_key_checks() {
 }
 
 #[test]
-fn already_encrypted_input_refused_unless_forced() {
+fn already_protected_input_refused_unless_forced() {
     let f = fixture();
-    let first = encrypt(OUTER, SIMPLE, None, &[bob()], &PgpOptions::default(), now()).unwrap();
-    // The whole first message (a multipart/encrypted) as the inner entity.
-    let (head, body) = split_head(&first);
-    let ct_start = head.find("Content-Type:").unwrap();
-    let inner = [&head.as_bytes()[ct_start..], b"\r\n", body].concat();
-    let err = encrypt(OUTER, &inner, None, &[bob()], &PgpOptions::default(), now()).unwrap_err();
+    let opts = PgpOptions::default();
+    // A whole PGP/MIME message as the input.
+    let first = encrypt(&message(SIMPLE), &[bob()], &opts).unwrap();
+    let err = encrypt(&first, &[bob()], &opts).unwrap_err();
     assert!(
         matches!(
             err,
-            PgpError::AlreadyProtected {
-                kind: "multipart/encrypted"
-            }
+            PgpError::AlreadyProtected(Protection::PgpMimeEncrypted)
         ),
         "{err:?}"
     );
-    let err = sign(OUTER, &inner, &alice_key(), &PgpOptions::default(), now()).unwrap_err();
-    assert!(matches!(err, PgpError::AlreadyProtected { .. }));
+    let err = sign(&first, &alice_key(), &opts).unwrap_err();
+    assert!(matches!(err, PgpError::AlreadyProtected(_)), "{err:?}");
 
     // Inline armor is detected too.
-    let inline = [
-        b"Content-Type: text/plain\r\n\r\n".as_slice(),
-        &encrypted_payload(&first).1,
-    ]
-    .concat();
-    let err = encrypt(
-        OUTER,
-        &inline,
-        None,
-        &[bob()],
-        &PgpOptions::default(),
-        now(),
-    )
-    .unwrap_err();
-    assert!(matches!(
-        err,
-        PgpError::AlreadyProtected {
-            kind: "inline OpenPGP message"
-        }
-    ));
+    let armored = encrypted_payload(&first).1;
+    let inline = message(&[b"Content-Type: text/plain\r\n\r\n".as_slice(), &armored].concat());
+    let err = encrypt(&inline, &[bob()], &opts).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            PgpError::AlreadyProtected(Protection::InlinePgpEncrypted)
+        ),
+        "{err:?}"
+    );
+
+    // And S/MIME, through the same detection as the S/MIME side.
+    let smime = message(
+        b"Content-Type: application/pkcs7-mime; smime-type=enveloped-data; name=smime.p7m\r\n\
+Content-Transfer-Encoding: base64\r\n\r\nMIAGCSqGSIb3DQEHA6CAMIACAQAx\r\n",
+    );
+    let err = sign(&smime, &alice_key(), &opts).unwrap_err();
+    assert!(
+        matches!(err, PgpError::AlreadyProtected(Protection::SmimeEncrypted)),
+        "{err:?}"
+    );
 
     // Forced: wrapped, never opened; gpg returns the wrapped bytes intact.
     let force = PgpOptions {
         force: true,
         ..Default::default()
     };
-    let msg = encrypt(OUTER, &inner, Some(&alice_key()), &[bob()], &force, now()).unwrap();
-    let r = gpg_decrypt(&f.bob, &encrypted_payload(&msg).1);
+    let sealed = sign_and_encrypt(&first, &alice_key(), &[bob()], &force).unwrap();
+    let r = gpg_decrypt(&f.bob, &encrypted_payload(&sealed).1);
+    assert_gpg_good(&r, Some(&f.alice_cert));
+    let wrapped = mime::prepare(
+        &first,
+        &PrepareOptions::for_sealing(true, false, Limits::default()),
+    )
+    .unwrap();
+    assert_eq!(wrapped.protection, Protection::PgpMimeEncrypted);
+    assert!(r.out == wrapped.inner);
+    assert!(
+        contains(&r.out, &armored),
+        "the wrapped ciphertext is intact"
+    );
+}
+
+#[test]
+fn non_canonical_input_is_canonicalised() {
+    let f = fixture();
+    // Bare LF line ends, 8-bit text without a transfer encoding, a long line.
+    let mut msg = "From: Alice <alice@x.test>\nTo: bob@x.test\nSubject: lf\n\
+Content-Type: text/plain; charset=utf-8\n\nGrüße\nbare LF\n"
+        .as_bytes()
+        .to_vec();
+    msg.extend(std::iter::repeat_n(b'x', 2000));
+    msg.push(b'\n');
+    // Signed-only: the signed part is 7-bit CRLF text that survives MTAs.
+    let signed = signed_roundtrip(&msg, &alice_key(), &f.alice_cert).0;
+    assert!(signed.is_ascii());
+    assert!(split_head(&signed)
+        .0
+        .contains("Content-Transfer-Encoding: quoted-printable\r\n"));
+    // Encrypted: the same canonical entity, with cipher header protection.
+    let inner = expected(&msg, true, false);
+    let sealed = sign_and_encrypt(&msg, &alice_key(), &[bob()], &PgpOptions::default()).unwrap();
+    assert_wire_safe(&sealed);
+    let r = gpg_decrypt(&f.bob, &encrypted_payload(&sealed).1);
     assert_gpg_good(&r, Some(&f.alice_cert));
     assert!(r.out == inner);
 }
 
-#[test]
-fn non_canonical_input_refused() {
-    let lf = b"Content-Type: text/plain\n\nbare LF\n";
-    let err = encrypt(OUTER, lf, None, &[bob()], &PgpOptions::default(), now()).unwrap_err();
-    assert!(matches!(err, PgpError::NotCanonical { .. }), "{err:?}");
-    let bad_outer = b"From: a@x.test\nTo: b@x.test\n";
-    assert!(matches!(
-        encrypt(
-            bad_outer,
-            SIMPLE,
-            None,
-            &[bob()],
-            &PgpOptions::default(),
-            now()
-        ),
-        Err(PgpError::NotCanonical { .. })
-    ));
-    // Signed-only content travels in clear: 8-bit and long lines refused.
-    let raw8 = "Content-Type: text/plain; charset=utf-8\r\n\r\nGrüße\r\n".as_bytes();
-    assert!(matches!(
-        sign(OUTER, raw8, &alice_key(), &PgpOptions::default(), now()),
-        Err(PgpError::NotCanonical { .. })
-    ));
-    assert!(matches!(
-        sign(
-            OUTER,
-            &raw_long_line(),
-            &alice_key(),
-            &PgpOptions::default(),
-            now()
-        ),
-        Err(PgpError::NotCanonical { .. })
-    ));
-}
-
-/// Signs `inner`, checks the structure, verifies with gpg and sq; returns
-/// (signed part, signature) for further checks.
-fn signed_roundtrip(
-    inner: &[u8],
-    key: &SigningKey,
-    cert: &Cert,
-    expected: &[u8],
-) -> (Vec<u8>, Vec<u8>) {
+/// Signs `msg`, checks the structure, verifies with gpg and sq; returns
+/// (signed part, signature) for further checks. The signed part must be
+/// what `mime::prepare` made of `msg`.
+fn signed_roundtrip(msg: &[u8], key: &SigningKey, cert: &Cert) -> (Vec<u8>, Vec<u8>) {
     let f = fixture();
-    let msg = sign(OUTER, inner, key, &PgpOptions::default(), now()).unwrap();
-    assert_wire_safe(&msg);
-    let (head, body) = split_head(&msg);
+    let inner = expected(msg, false, false);
+    assert_protected_inner(&inner, false);
+    let sealed = sign(msg, key, &PgpOptions::default()).unwrap();
+    if msg.is_ascii() {
+        assert_wire_safe(&sealed);
+    }
+    let (head, body) = split_head(&sealed);
     assert!(
         head.contains("Content-Type: multipart/signed; micalg=pgp-sha256;"),
         "{head}"
@@ -1240,8 +1245,8 @@ fn signed_roundtrip(
     let ps = parts(body, &boundary_of(&head));
     assert_eq!(ps.len(), 2);
     assert!(
-        ps[0] == expected,
-        "signed part must be the inner entity exactly"
+        ps[0] == inner,
+        "signed part must be mime::prepare's inner entity exactly"
     );
     let (sig_head, sig) = split_head(ps[1]);
     assert!(sig_head.contains("Content-Type: application/pgp-signature"));
@@ -1273,40 +1278,33 @@ fn signed_roundtrip(
 #[test]
 fn signed_only_verified_by_gpg_and_sq() {
     let f = fixture();
-    for inner in [
+    for entity in [
         SIMPLE.to_vec(),
         eight_bit_qp(),
         long_line_qp(),
+        raw_long_line(),
         attachment(),
         nested(),
     ] {
-        signed_roundtrip(&inner, &alice_key(), &f.alice_cert, &inner);
+        signed_roundtrip(&message(&entity), &alice_key(), &f.alice_cert);
     }
-    let (inner, expected) = protected_utf8();
-    // Raw UTF-8 in a protected header is 8-bit: refused for signed-only.
-    assert!(sign(OUTER, &inner, &alice_key(), &PgpOptions::default(), now()).is_err());
-    let ascii_only = String::from_utf8(inner).unwrap().replace(" und Grüße", "");
-    let expected = String::from_utf8(expected)
-        .unwrap()
-        .replace(" und Grüße", "");
-    signed_roundtrip(
-        ascii_only.as_bytes(),
-        &alice_key(),
-        &f.alice_cert,
-        expected.as_bytes(),
-    );
+    // Raw UTF-8 in a header field is kept as is (RFC 6532), as for S/MIME.
+    let (signed, _) = signed_roundtrip(&utf8_subject(), &alice_key(), &f.alice_cert);
+    assert!(split_head(&signed)
+        .0
+        .contains("Subject: =?UTF-8?Q?Gr=C3=BC=C3=9Fe?= und Grüße\r\n"));
 }
 
 #[test]
 fn signed_only_rsa_signer() {
     let f = fixture();
-    signed_roundtrip(SIMPLE, &carol_key(), &f.carol_cert, SIMPLE);
+    signed_roundtrip(&message(SIMPLE), &carol_key(), &f.carol_cert);
 }
 
 #[test]
 fn tampered_signed_message_fails_verification() {
     let f = fixture();
-    let (mut data, sig) = signed_roundtrip(SIMPLE, &alice_key(), &f.alice_cert, SIMPLE);
+    let (mut data, sig) = signed_roundtrip(&message(SIMPLE), &alice_key(), &f.alice_cert);
     let i = data.iter().position(|&b| b == b'f').unwrap();
     data[i] = b'F';
     let r = gpg_verify(&f.bob, &sig, &data);
@@ -1317,13 +1315,14 @@ fn tampered_signed_message_fails_verification() {
 #[test]
 fn autocrypt_header_carries_the_sender_key() {
     let f = fixture();
+    let msg = message(SIMPLE);
     let opts = PgpOptions {
         autocrypt: true,
         ..Default::default()
     };
-    let msg = encrypt(OUTER, SIMPLE, Some(&alice_key()), &[bob()], &opts, now()).unwrap();
-    assert_wire_safe(&msg);
-    let (head, _) = split_head(&msg);
+    let sealed = sign_and_encrypt(&msg, &alice_key(), &[bob()], &opts).unwrap();
+    assert_wire_safe(&sealed);
+    let (head, _) = split_head(&sealed);
     let i = head
         .find("Autocrypt: addr=alice@x.test; keydata=\r\n")
         .expect("Autocrypt header");
@@ -1343,38 +1342,37 @@ fn autocrypt_header_carries_the_sender_key() {
     assert_eq!(cert.fingerprint(), f.alice_cert.fingerprint());
     assert!(!cert.is_tsk(), "public key only");
     // Signed-only mail gets it too.
-    let msg = sign(OUTER, SIMPLE, &alice_key(), &opts, now()).unwrap();
-    assert!(split_head(&msg).0.contains("Autocrypt: addr=alice@x.test;"));
+    let sealed = sign(&msg, &alice_key(), &opts).unwrap();
+    assert!(split_head(&sealed)
+        .0
+        .contains("Autocrypt: addr=alice@x.test;"));
     // Off by default.
-    let msg = sign(OUTER, SIMPLE, &alice_key(), &PgpOptions::default(), now()).unwrap();
-    assert!(!split_head(&msg).0.contains("Autocrypt"));
+    let sealed = sign(&msg, &alice_key(), &PgpOptions::default()).unwrap();
+    assert!(!split_head(&sealed).0.contains("Autocrypt"));
 }
 
 #[test]
 fn fifty_megabytes() {
     let f = fixture();
-    let mut inner =
-        b"Content-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\n"
-            .to_vec();
+    let mut msg = message(
+        b"Content-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\n",
+    );
     let line = [b'Q'; 76];
-    while inner.len() < 50 * 1024 * 1024 {
-        inner.extend_from_slice(&line);
-        inner.extend_from_slice(b"\r\n");
+    while msg.len() < 50 * 1024 * 1024 {
+        msg.extend_from_slice(&line);
+        msg.extend_from_slice(b"\r\n");
     }
-    let msg = encrypt(
-        OUTER,
-        &inner,
-        Some(&alice_key()),
-        &[bob()],
-        &PgpOptions::default(),
-        now(),
-    )
-    .unwrap();
+    let sealed = sign_and_encrypt(&msg, &alice_key(), &[bob()], &PgpOptions::default()).unwrap();
     // Output is the armored message: about 4/3 of the input plus line ends.
-    assert!(msg.len() < inner.len() * 14 / 10 + 10_000, "{}", msg.len());
-    let (_, armored) = encrypted_payload(&msg);
-    drop(msg);
+    assert!(
+        sealed.len() < msg.len() * 14 / 10 + 10_000,
+        "{}",
+        sealed.len()
+    );
+    let (_, armored) = encrypted_payload(&sealed);
+    drop(sealed);
     let r = gpg_decrypt(&f.bob, &armored);
     assert_gpg_good(&r, Some(&f.alice_cert));
+    let inner = expected(&msg, true, false);
     assert!(r.out == inner);
 }

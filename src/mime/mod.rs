@@ -19,7 +19,8 @@
 //!    ([`PROTECTED_FIELDS`]), its `Content-Type` gets the `hp="clear"` (signed only) or
 //!    `hp="cipher"` (encrypted) parameter, and for encrypted messages one `HP-Outer` field per
 //!    protected field left on the outside. With `hide_subject` the outer `Subject` becomes
-//!    `[...]` (only when encrypting).
+//!    [`HIDDEN_SUBJECT`] (`[...]`, only when encrypting). [`PrepareOptions::for_sealing`] picks
+//!    the mode S/MIME and OpenPGP use.
 //! 4. [`canonicalize`] turns the inner entity into the canonical form that is signed:
 //!    - every line ends with CRLF (bare LF and bare CR become CRLF) in headers and in text;
 //!    - a leaf part that is not 7-bit clean (a byte >= 0x80, NUL, or a line longer than 998
@@ -64,7 +65,8 @@ pub use encoding::{encode_base64_body, encode_base64_body_into, encode_quoted_pr
 pub use error::MimeError;
 pub use header::{parse_message, HeaderField, ParsedMessage};
 pub use prepare::{
-    prepare, split_headers, HeaderProtection, PrepareOptions, Prepared, PROTECTED_FIELDS,
+    prepare, split_headers, HeaderProtection, PrepareOptions, Prepared, HIDDEN_SUBJECT,
+    PROTECTED_FIELDS,
 };
 pub use protection::{detect_protection, Protection};
 

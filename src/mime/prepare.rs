@@ -23,6 +23,9 @@ pub const PROTECTED_FIELDS: &[&str] = &[
     "Comments",
 ];
 
+/// The outer Subject of an encrypted message when the real one is hidden (RFC 9788).
+pub const HIDDEN_SUBJECT: &str = "[...]";
+
 /// Which RFC 9788 header protection to apply to the inner entity.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum HeaderProtection {
@@ -40,10 +43,27 @@ pub enum HeaderProtection {
 pub struct PrepareOptions {
     /// Header protection mode.
     pub header_protection: HeaderProtection,
-    /// Replace the outer Subject with `[...]` (only with [`HeaderProtection::Cipher`]).
+    /// Replace the outer Subject with [`HIDDEN_SUBJECT`] (only with [`HeaderProtection::Cipher`]).
     pub hide_subject: bool,
     /// Parsing and canonicalisation bounds.
     pub limits: Limits,
+}
+
+impl PrepareOptions {
+    /// The options for sealing a message: [`HeaderProtection::Cipher`] when `encrypting`
+    /// (signed or not), [`HeaderProtection::Clear`] when only signing; `hide_subject` only
+    /// takes effect when encrypting.
+    pub fn for_sealing(encrypting: bool, hide_subject: bool, limits: Limits) -> PrepareOptions {
+        PrepareOptions {
+            header_protection: if encrypting {
+                HeaderProtection::Cipher
+            } else {
+                HeaderProtection::Clear
+            },
+            hide_subject: encrypting && hide_subject,
+            limits,
+        }
+    }
 }
 
 /// A message ready to be sealed.
@@ -97,7 +117,7 @@ pub fn prepare(message: &[u8], opts: &PrepareOptions) -> Result<Prepared, MimeEr
     }
     if hp == HeaderProtection::Cipher && opts.hide_subject {
         for field in outer.iter_mut().filter(|f| f.is("subject")) {
-            *field = HeaderField::new(field.name(), "[...]");
+            *field = HeaderField::new(field.name(), HIDDEN_SUBJECT);
         }
     }
     if hp == HeaderProtection::Cipher {
@@ -206,6 +226,29 @@ mod tests {
         let inner = String::from_utf8(p.inner).unwrap();
         assert!(inner.contains("hp=\"clear\""));
         assert!(!inner.contains("HP-Outer"));
+    }
+
+    #[test]
+    fn options_for_sealing() {
+        let enc = PrepareOptions::for_sealing(true, true, Limits::default());
+        assert_eq!(enc.header_protection, HeaderProtection::Cipher);
+        assert!(enc.hide_subject);
+        let signed = PrepareOptions::for_sealing(false, true, Limits::default());
+        assert_eq!(signed.header_protection, HeaderProtection::Clear);
+        assert!(
+            !signed.hide_subject,
+            "the subject is only hidden when encrypting"
+        );
+        let p = prepare(MSG, &signed).unwrap();
+        assert!(p
+            .outer
+            .iter()
+            .any(|f| f.is("subject") && f.value() == "Hello"));
+        let p = prepare(MSG, &enc).unwrap();
+        assert!(p
+            .outer
+            .iter()
+            .any(|f| f.is("subject") && f.value() == HIDDEN_SUBJECT));
     }
 
     #[test]

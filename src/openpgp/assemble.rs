@@ -12,11 +12,7 @@ use pgp::policy::Policy;
 use pgp::serialize::SerializeInto;
 
 use super::keys::SigningKey;
-use super::mime_glue::{find, Header};
-use super::PgpOptions;
-
-/// The outer Subject when `hide_subject` is set (RFC 9788, section 11.1).
-pub const HIDDEN_SUBJECT: &str = "[...]";
+use crate::mime::{self, HeaderField};
 
 /// What the outer header block is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,52 +21,37 @@ pub(crate) enum Form {
     Signed,
 }
 
-/// Writes the outer header block, including its terminating empty line.
-///
-/// Kept from `outer`: every field but Bcc (never sent, I7), the MIME
-/// content fields and MIME-Version (replaced by ours), and Autocrypt when we
-/// add our own. With `hide_subject` on an encrypted message the Subject
-/// becomes "[...]" (the real one travels in the encrypted inner header).
-pub(crate) fn write_outer_header(
-    out: &mut dyn Write,
-    outer: &Header<'_>,
+/// The outer header block, including its terminating empty line: the
+/// `outer` fields of [`mime::prepare`] (never Bcc), our own Autocrypt field
+/// if given (replacing any in `outer`), MIME-Version and the multipart
+/// Content-Type.
+pub(crate) fn outer_head(
+    outer: &[HeaderField],
     form: Form,
     boundary: &str,
-    opts: &PgpOptions,
-    autocrypt: Option<&str>,
-) -> io::Result<()> {
-    for f in &outer.fields {
-        let name = f.name.to_ascii_lowercase();
-        let drop = name == b"bcc"
-            || name == b"mime-version"
-            || name.starts_with(b"content-")
-            || (autocrypt.is_some() && name == b"autocrypt");
-        if drop {
-            continue;
-        }
-        if name == b"subject" && opts.hide_subject && form == Form::Encrypted {
-            write!(out, "Subject: {HIDDEN_SUBJECT}\r\n")?;
-            continue;
-        }
-        out.write_all(f.raw)?;
-    }
-    if let Some(a) = autocrypt {
-        out.write_all(a.as_bytes())?;
-    }
-    out.write_all(b"MIME-Version: 1.0\r\n")?;
-    match form {
-        Form::Encrypted => write!(
-            out,
-            "Content-Type: multipart/encrypted;\r\n \
-             protocol=\"application/pgp-encrypted\";\r\n \
-             boundary=\"{boundary}\"\r\n\r\n"
+    autocrypt: Option<HeaderField>,
+) -> Vec<u8> {
+    let content_type = match form {
+        Form::Encrypted => format!(
+            "multipart/encrypted;\r\n protocol=\"application/pgp-encrypted\";\r\n \
+             boundary=\"{boundary}\""
         ),
-        Form::Signed => write!(
-            out,
-            "Content-Type: multipart/signed; micalg=pgp-sha256;\r\n \
-             protocol=\"application/pgp-signature\";\r\n \
-             boundary=\"{boundary}\"\r\n\r\n"
+        Form::Signed => format!(
+            "multipart/signed; micalg=pgp-sha256;\r\n \
+             protocol=\"application/pgp-signature\";\r\n boundary=\"{boundary}\""
         ),
+    };
+    match autocrypt {
+        None => mime::assemble(outer, &content_type, None, b""),
+        Some(a) => {
+            let mut fields: Vec<HeaderField> = outer
+                .iter()
+                .filter(|f| !f.is("autocrypt"))
+                .cloned()
+                .collect();
+            fields.push(a);
+            mime::assemble(&fields, &content_type, None, b"")
+        }
     }
 }
 
@@ -125,13 +106,13 @@ pub(crate) fn write_closing(out: &mut dyn Write, boundary: &str) -> io::Result<(
 /// of the sender's certificate: Autocrypt is advisory, so it is left out
 /// rather than failing the message.
 pub(crate) fn autocrypt_header(
-    outer: &Header<'_>,
+    outer: &[HeaderField],
     signer: &SigningKey,
     policy: &dyn Policy,
     now: SystemTime,
-) -> Option<String> {
-    let from = outer.get("From")?;
-    let addr = single_address(from.value())?;
+) -> Option<HeaderField> {
+    let from = outer.iter().find(|f| f.is("from"))?;
+    let addr = single_address(&from.value())?;
     let cert = signer.public_cert();
     let vc = cert.with_policy(policy, now).ok()?;
     let matches = |u: &pgp::packet::UserID| {
@@ -158,18 +139,16 @@ pub(crate) fn autocrypt_header(
         .retain_subkeys(|k| valid_subkeys.contains(&k.key().fingerprint()));
     let keydata = minimal.to_vec().ok()?;
     let b64 = base64::engine::general_purpose::STANDARD.encode(keydata);
-    let mut h = format!("Autocrypt: addr={addr}; keydata=\r\n");
+    let mut value = format!("addr={addr}; keydata=");
     for chunk in b64.as_bytes().chunks(76) {
-        h.push(' ');
-        h.push_str(std::str::from_utf8(chunk).ok()?);
-        h.push_str("\r\n");
+        value.push_str("\r\n ");
+        value.push_str(std::str::from_utf8(chunk).ok()?);
     }
-    Some(h)
+    Some(HeaderField::new("Autocrypt", &value))
 }
 
 /// The one address of a From value (`Name <a@b>` or `a@b`), lower-cased.
-fn single_address(value: &[u8]) -> Option<String> {
-    let v = std::str::from_utf8(value).ok()?;
+fn single_address(v: &str) -> Option<String> {
     let addr = match (v.find('<'), v.rfind('>')) {
         (Some(l), Some(r)) if l < r => {
             if v[r + 1..].contains(['<', ',']) || v[..l].contains('@') {
@@ -202,7 +181,7 @@ impl<W: Write> CrlfWriter<W> {
 impl<W: Write> Write for CrlfWriter<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let mut rest = buf;
-        while let Some(i) = find(rest, b"\n") {
+        while let Some(i) = rest.iter().position(|&b| b == b'\n') {
             self.inner.write_all(&rest[..i])?;
             self.inner.write_all(b"\r\n")?;
             rest = &rest[i + 1..];
@@ -232,13 +211,13 @@ mod tests {
     #[test]
     fn from_addresses() {
         assert_eq!(
-            single_address(b" Alice <Alice@X.test>").as_deref(),
+            single_address("Alice <Alice@X.test>").as_deref(),
             Some("alice@x.test")
         );
-        assert_eq!(single_address(b" a@x.test").as_deref(), Some("a@x.test"));
-        assert_eq!(single_address(b" a@x.test, b@x.test"), None);
-        assert_eq!(single_address(b" A <a@x.test>, B <b@x.test>"), None);
-        assert_eq!(single_address(b" a@x.test <b@x.test>"), None);
-        assert_eq!(single_address(b" nobody"), None);
+        assert_eq!(single_address("a@x.test").as_deref(), Some("a@x.test"));
+        assert_eq!(single_address("a@x.test, b@x.test"), None);
+        assert_eq!(single_address("A <a@x.test>, B <b@x.test>"), None);
+        assert_eq!(single_address("a@x.test <b@x.test>"), None);
+        assert_eq!(single_address("nobody"), None);
     }
 }

@@ -7,7 +7,6 @@
 //! mail, and no compression side channel).
 
 use std::io::Write;
-use std::time::SystemTime;
 
 use sequoia_openpgp as pgp;
 
@@ -22,53 +21,61 @@ use super::assemble::{self, CrlfWriter, Form};
 use super::error::PgpError;
 use super::format::{self, MessageFormat};
 use super::keys::{encryption_keys, Capabilities, Recipient, SigningKey};
-use super::{mime_glue, prepare, PgpOptions};
+use super::{prepare, PgpOptions};
+use crate::mime;
 
-/// Encrypts (and, with `signer`, signs) `inner` to every recipient and
-/// returns the complete PGP/MIME message (outer header block included).
+/// Encrypts `message` to every recipient: the complete PGP/MIME message.
 ///
 /// Every recipient must yield at least one alive, non-revoked
-/// transport-encryption subkey at `now`, else the whole message is refused
-/// with an error naming that recipient.
+/// transport-encryption subkey at [`PgpOptions::now`], else the whole
+/// message is refused with an error naming that recipient.
 pub fn encrypt(
-    outer_headers: &[u8],
-    inner: &[u8],
+    message: &[u8],
+    recipients: &[Recipient],
+    opts: &PgpOptions,
+) -> Result<Vec<u8>, PgpError> {
+    encrypt_vec(message, None, recipients, opts)
+}
+
+/// Signs `message` as `signer` inside the encryption (one pass), then
+/// encrypts it to every recipient: the complete PGP/MIME message.
+pub fn sign_and_encrypt(
+    message: &[u8],
+    signer: &SigningKey,
+    recipients: &[Recipient],
+    opts: &PgpOptions,
+) -> Result<Vec<u8>, PgpError> {
+    encrypt_vec(message, Some(signer), recipients, opts)
+}
+
+fn encrypt_vec(
+    message: &[u8],
     signer: Option<&SigningKey>,
     recipients: &[Recipient],
     opts: &PgpOptions,
-    now: SystemTime,
 ) -> Result<Vec<u8>, PgpError> {
     // base64 (4/3) with a CRLF every 64 characters (x 1.375), plus a margin
     // for packet framing and headers: too low an estimate would make the
     // Vec double.
-    let estimate = (inner.len() / 100).saturating_mul(139) + outer_headers.len() + 16384;
+    let estimate = (message.len() / 100).saturating_mul(139) + 16384;
     let mut out = Vec::with_capacity(estimate);
-    encrypt_to(
-        &mut out,
-        outer_headers,
-        inner,
-        signer,
-        recipients,
-        opts,
-        now,
-    )?;
+    encrypt_to(&mut out, message, signer, recipients, opts)?;
     Ok(out)
 }
 
-/// Like [`encrypt`], streaming into `out` (e.g. a spool file). Nothing is
-/// written unless every check passed; on a later error (I/O, crypto) the
-/// output is incomplete and must be discarded.
+/// Like [`encrypt`] (or [`sign_and_encrypt`] when `signer` is given),
+/// streaming into `out` (e.g. a spool file). Nothing is written unless
+/// every check passed; on a later error (I/O, crypto) the output is
+/// incomplete and must be discarded.
 pub fn encrypt_to<W: Write + Send + Sync>(
     out: &mut W,
-    outer_headers: &[u8],
-    inner: &[u8],
+    message: &[u8],
     signer: Option<&SigningKey>,
     recipients: &[Recipient],
     opts: &PgpOptions,
-    now: SystemTime,
 ) -> Result<(), PgpError> {
     let policy = StandardPolicy::new();
-    let input = prepare(outer_headers, inner, opts)?;
+    let now = opts.now;
 
     if recipients.is_empty() {
         return Err(PgpError::NoRecipients);
@@ -88,23 +95,21 @@ pub fn encrypt_to<W: Write + Send + Sync>(
     let msg_format = format::choose(&caps, |a: AEADAlgorithm| a.is_supported());
 
     let keypair = signer.map(|s| s.keypair(&policy, now)).transpose()?;
+    let input = prepare(message, opts, true)?;
     let autocrypt = match signer {
         Some(s) if opts.autocrypt => assemble::autocrypt_header(&input.outer, s, &policy, now),
         _ => None,
     };
-    // The armored part can hold neither "=_" nor the fixed texts' words,
-    // but check the fixed parts anyway.
-    let boundary = mime_glue::random_boundary(&[])?;
+    // The armored part cannot hold "=_", but check the fixed parts anyway.
+    let boundary = mime::new_boundary(&[])?;
 
     // Every check passed: from here on we write.
-    assemble::write_outer_header(
-        out,
+    out.write_all(&assemble::outer_head(
         &input.outer,
         Form::Encrypted,
         &boundary,
-        opts,
-        autocrypt.as_deref(),
-    )?;
+        autocrypt,
+    ))?;
     assemble::write_encrypted_opening(out, &boundary)?;
 
     let (features, v2) = match msg_format {
@@ -150,18 +155,11 @@ pub fn encrypt_to<W: Write + Send + Sync>(
             }
             message = s.build().map_err(crypto)?;
         }
-        let mut message = LiteralWriter::new(message)
+        let message = LiteralWriter::new(message)
             .format(DataFormat::Binary)
             .build()
             .map_err(crypto)?;
-        // In bounded chunks: one huge write would make sequoia's
-        // partial-body and cipher layers buffer a copy of it.
-        for piece in input.pieces() {
-            for chunk in piece.chunks(super::WRITE_CHUNK) {
-                message.write_all(chunk)?;
-            }
-        }
-        message.finalize().map_err(crypto)?;
+        super::write_and_finalize(message, &input.inner, "encrypt")?;
     }
     assemble::write_closing(out, &boundary)?;
     Ok(())

@@ -6,6 +6,8 @@
 
 use std::error::Error as StdError;
 
+use crate::mime::{MimeError, Protection};
+
 /// A boxed error from the crypto library, kept as the `source()` of
 /// [`PgpError::Crypto`].
 pub type CryptoSource = Box<dyn StdError + Send + Sync + 'static>;
@@ -63,26 +65,14 @@ pub enum PgpError {
     #[error("encrypt_to_self requires the sender's key")]
     EncryptToSelfWithoutSender,
 
-    /// The input is already signed or encrypted (I10); pass `force` to wrap
-    /// it anyway.
-    #[error("message is already protected ({kind}); refusing to seal it again without force")]
-    AlreadyProtected {
-        /// What was detected, e.g. `multipart/encrypted`, `inline PGP message`.
-        kind: &'static str,
-    },
+    /// The message could not be parsed or canonicalised within the limits.
+    #[error("MIME: {0}")]
+    Mime(#[from] MimeError),
 
-    /// The input is not in the canonical form this module requires.
-    #[error("input not canonical: {what} at byte {offset}")]
-    NotCanonical {
-        /// What rule was broken.
-        what: &'static str,
-        /// Byte offset of the offending octet, within the part named.
-        offset: usize,
-    },
-
-    /// No MIME boundary absent from the content could be found.
-    #[error("could not choose a MIME boundary absent from the content")]
-    Boundary,
+    /// The input is already signed or encrypted (I10); set
+    /// [`super::PgpOptions::force`] to wrap it anyway.
+    #[error("message is already protected ({0:?}); not sealed again")]
+    AlreadyProtected(Protection),
 
     /// A failure inside the OpenPGP library while doing `operation`.
     #[error("OpenPGP {operation} failed")]

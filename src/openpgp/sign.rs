@@ -2,14 +2,14 @@
 //! the inner entity exactly as emitted.
 //!
 //! The signature is a text signature (type 0x01) with SHA-256 (hence
-//! `micalg=pgp-sha256`): over our CRLF-canonical entity it hashes the very
-//! bytes sent, and it still verifies for a client that stored the part with
-//! LF line ends. Signed-only content travels in clear, so it must be 7-bit
-//! with lines of at most 998 octets, or an MTA hop could break the
-//! signature: such input is refused, never "fixed" here.
+//! `micalg=pgp-sha256`): over the CRLF-canonical entity of
+//! [`crate::mime::prepare`] it hashes the very bytes sent, and it still
+//! verifies for a client that stored the part with LF line ends. That
+//! entity is 7-bit with lines of at most 998 octets (transfer encodings
+//! rewritten where needed, raw UTF-8 header fields aside), so MTA hops do
+//! not break the signature.
 
 use std::io::Write;
-use std::time::SystemTime;
 
 use sequoia_openpgp as pgp;
 
@@ -22,18 +22,13 @@ use pgp::types::{HashAlgorithm, SignatureType};
 use super::assemble::{self, CrlfWriter, Form};
 use super::error::PgpError;
 use super::keys::SigningKey;
-use super::{mime_glue, prepare, PgpOptions};
+use super::{prepare, PgpOptions};
+use crate::mime;
 
-/// Signs `inner` and returns the complete multipart/signed message.
-pub fn sign(
-    outer_headers: &[u8],
-    inner: &[u8],
-    signer: &SigningKey,
-    opts: &PgpOptions,
-    now: SystemTime,
-) -> Result<Vec<u8>, PgpError> {
-    let mut out = Vec::with_capacity(inner.len() + outer_headers.len() + 8192);
-    sign_to(&mut out, outer_headers, inner, signer, opts, now)?;
+/// Signs `message` as `signer`: the complete multipart/signed message.
+pub fn sign(message: &[u8], signer: &SigningKey, opts: &PgpOptions) -> Result<Vec<u8>, PgpError> {
+    let mut out = Vec::with_capacity(message.len() + message.len() / 16 + 8192);
+    sign_to(&mut out, message, signer, opts)?;
     Ok(out)
 }
 
@@ -41,38 +36,30 @@ pub fn sign(
 /// check passed.
 pub fn sign_to<W: Write + Send + Sync>(
     out: &mut W,
-    outer_headers: &[u8],
-    inner: &[u8],
+    message: &[u8],
     signer: &SigningKey,
     opts: &PgpOptions,
-    now: SystemTime,
 ) -> Result<(), PgpError> {
     let policy = StandardPolicy::new();
-    let input = prepare(outer_headers, inner, opts)?;
-    for piece in input.pieces() {
-        mime_glue::check_7bit(piece)?;
-    }
+    let now = opts.now;
     let keypair = signer.keypair(&policy, now)?;
+    let input = prepare(message, opts, false)?;
     let autocrypt = if opts.autocrypt {
         assemble::autocrypt_header(&input.outer, signer, &policy, now)
     } else {
         None
     };
-    let boundary = mime_glue::random_boundary(&input.pieces())?;
+    let boundary = mime::new_boundary(&[&input.inner])?;
 
     // Every check passed: from here on we write.
-    assemble::write_outer_header(
-        out,
+    out.write_all(&assemble::outer_head(
         &input.outer,
         Form::Signed,
         &boundary,
-        opts,
-        autocrypt.as_deref(),
-    )?;
+        autocrypt,
+    ))?;
     assemble::write_signed_opening(out, &boundary)?;
-    for piece in input.pieces() {
-        out.write_all(piece)?;
-    }
+    out.write_all(&input.inner)?;
     assemble::write_signature_opening(out, &boundary)?;
 
     let crypto = |e| PgpError::crypto("sign", e);
@@ -83,7 +70,7 @@ pub fn sign_to<W: Write + Send + Sync>(
             .kind(armor::Kind::Signature)
             .build()
             .map_err(crypto)?;
-        let mut message =
+        let message =
             Signer::with_template(message, keypair, SignatureBuilder::new(SignatureType::Text))
                 .map_err(crypto)?
                 .detached()
@@ -92,12 +79,7 @@ pub fn sign_to<W: Write + Send + Sync>(
                 .creation_time(now)
                 .build()
                 .map_err(crypto)?;
-        for piece in input.pieces() {
-            for chunk in piece.chunks(super::WRITE_CHUNK) {
-                message.write_all(chunk)?;
-            }
-        }
-        message.finalize().map_err(crypto)?;
+        super::write_and_finalize(message, &input.inner, "sign")?;
     }
     assemble::write_closing(out, &boundary)?;
     Ok(())

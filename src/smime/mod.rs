@@ -29,7 +29,7 @@ mod signed;
 
 use x509_cert::Certificate;
 
-use crate::mime::{self, HeaderProtection, PrepareOptions, Prepared};
+use crate::mime::{self, PrepareOptions, Prepared};
 
 pub use certs::MIN_RSA_BITS;
 pub use error::{CertProblem, SmimeError};
@@ -48,15 +48,7 @@ pub fn prepare(
 ) -> Result<Prepared, SmimeError> {
     let prepared = mime::prepare(
         message,
-        &PrepareOptions {
-            header_protection: if encrypting {
-                HeaderProtection::Cipher
-            } else {
-                HeaderProtection::Clear
-            },
-            hide_subject: encrypting && opts.hide_subject,
-            limits: opts.limits.clone(),
-        },
+        &PrepareOptions::for_sealing(encrypting, opts.hide_subject, opts.limits.clone()),
     )?;
     if prepared.protection.is_protected() && !opts.force {
         return Err(SmimeError::AlreadyProtected(prepared.protection));
