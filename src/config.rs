@@ -131,9 +131,16 @@ impl StoreSettings {
             }],
         };
         let text = std::fs::read_to_string(path).map_err(|e| fail("file", e.to_string()))?;
-        let partial: Partial = toml::from_str(&text).map_err(|e| fail("file", e.message().to_string()))?;
+        let partial: Partial =
+            toml::from_str(&text).map_err(|e| fail("file", e.message().to_string()))?;
         let base = path.parent().unwrap_or(Path::new("."));
-        let resolve = |p: &Path| if p.is_absolute() { p.to_path_buf() } else { base.join(p) };
+        let resolve = |p: &Path| {
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                base.join(p)
+            }
+        };
         let store = partial
             .store
             .ok_or_else(|| fail("store", "missing [store] section with path".into()))?;

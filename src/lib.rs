@@ -7,6 +7,7 @@
 pub mod config;
 pub mod demo;
 pub mod inbound;
+pub mod keys_cli;
 pub mod mime;
 pub mod openpgp;
 pub mod policy;
@@ -16,7 +17,7 @@ pub mod sink;
 pub mod smime;
 pub mod smtp;
 pub mod spool;
-pub mod tls;
-pub mod upstream;
-pub mod keys_cli;
 pub mod store;
+pub mod tls;
+pub mod transform;
+pub mod upstream;

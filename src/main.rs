@@ -36,10 +36,17 @@ enum Command {
         config: PathBuf,
     },
     /// Manage recipient certificates, OpenPGP keys and sender identities in the key store.
-    #[command(after_help = "Examples:\n  sealgate keys import --config /etc/sealgate/sealgate.toml bob.pem partner.asc\n  sealgate keys show --config /etc/sealgate/sealgate.toml bob@partner.example")]
+    #[command(
+        after_help = "Examples:\n  sealgate keys import --config /etc/sealgate/sealgate.toml bob.pem partner.asc\n  sealgate keys show --config /etc/sealgate/sealgate.toml bob@partner.example"
+    )]
     Keys {
         /// Configuration file; its [store] path names the key store.
-        #[arg(long, global = true, value_name = "FILE", default_value = "sealgate.toml")]
+        #[arg(
+            long,
+            global = true,
+            value_name = "FILE",
+            default_value = "sealgate.toml"
+        )]
         config: PathBuf,
         #[command(subcommand)]
         command: KeysCommand,

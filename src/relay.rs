@@ -1,16 +1,28 @@
-//! The relay backend: pairs each client session with one upstream session and passes the
-//! upstream's verdicts back. Upstream failures become temporary replies; nothing is ever
-//! acknowledged that the upstream did not accept (SECURITY.md I3, I4).
+//! The relay backend: pairs each client session with one upstream session, applies the policy
+//! (recipients at RCPT time, the message at end of data), and passes the upstream's verdicts
+//! back. Upstream failures become temporary replies; nothing is acknowledged that the upstream
+//! did not accept for every copy (SECURITY.md I3, I4, I5, I6).
 
 use std::sync::Arc;
+use std::time::SystemTime;
 
+use base64::Engine;
 use tokio::task::JoinHandle;
+use zeroize::Zeroizing;
 
 use crate::inbound::Backend;
+use crate::policy::decide_recipient;
 use crate::smtp::command::PathWithParams;
 use crate::smtp::{Reply, Secret, UpstreamFeatures};
 use crate::spool::Spool;
-use crate::upstream::{Connector, Ready, UpstreamError};
+use crate::transform::{self, AcceptedRecipient, Envelope, KeySource, ReadyCopy, Sealed, Settings};
+use crate::upstream::{Connector, Phase, Ready, UpstreamError};
+
+/// What every session of a server shares: the policy, the sealing settings and the keys.
+pub struct Pipeline {
+    pub settings: Settings,
+    pub keys: Arc<dyn KeySource>,
+}
 
 enum Slot {
     /// No upstream session (not yet opened, or dropped after a failure).
@@ -21,26 +33,52 @@ enum Slot {
     Failed(UpstreamError),
 }
 
+/// The transaction as accepted so far: `paths[i]` is the RCPT of `accepted[i]`.
+struct Txn {
+    mail: PathWithParams,
+    paths: Vec<PathWithParams>,
+    accepted: Vec<AcceptedRecipient>,
+}
+
+/// Where an AUTH exchange passed through us stands, to learn the identity the client
+/// authenticated as (needed to decide whom it may sign as). Decoded bytes are zeroized.
+#[derive(Default)]
+enum AuthProgress {
+    #[default]
+    None,
+    PlainAwaiting,
+    LoginUser,
+    LoginPassword(String),
+    Done(String),
+}
+
 pub struct RelayBackend {
     connector: Arc<Connector>,
+    pipeline: Arc<Pipeline>,
     slot: Slot,
     id: String,
+    txn: Option<Txn>,
+    auth: AuthProgress,
+    /// The identity the upstream accepted in AUTH.
+    authenticated_as: Option<String>,
     /// The client authenticated through an upstream session that has since been lost.
     auth_lost: bool,
-    authenticated: bool,
 }
 
 impl RelayBackend {
     /// Starts connecting to the upstream at once, while the client is being greeted.
-    pub fn new(connector: Arc<Connector>, id: &str) -> Self {
+    pub fn new(connector: Arc<Connector>, pipeline: Arc<Pipeline>, id: &str) -> Self {
         let c = connector.clone();
         let handle = tokio::spawn(async move { c.connect().await });
         RelayBackend {
             connector,
+            pipeline,
             slot: Slot::Connecting(handle),
             id: id.to_string(),
+            txn: None,
+            auth: AuthProgress::None,
+            authenticated_as: None,
             auth_lost: false,
-            authenticated: false,
         }
     }
 
@@ -71,7 +109,7 @@ impl RelayBackend {
     fn lost(&mut self, e: UpstreamError) -> Reply {
         tracing::warn!(session = %self.id, error = %e, "upstream session lost");
         self.slot = Slot::Idle;
-        if self.authenticated {
+        if self.authenticated_as.is_some() {
             self.auth_lost = true;
         }
         e.client_reply()
@@ -79,6 +117,155 @@ impl RelayBackend {
 
     fn gone() -> Reply {
         Reply::new(451, "4.4.2", "Upstream connection lost, try again later")
+    }
+
+    fn note_auth(&mut self, line: &Secret, reply: &Reply) {
+        let decode = |b64: &[u8]| {
+            base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .ok()
+                .map(Zeroizing::new)
+        };
+        let text = line.expose();
+        let progress = std::mem::take(&mut self.auth);
+        let next = if text.len() > 5 && text[..5].eq_ignore_ascii_case(b"AUTH ") {
+            let mut words = text[5..].split(|&b| b == b' ');
+            let mech = words.next().unwrap_or_default().to_ascii_uppercase();
+            let initial = words.next();
+            match (mech.as_slice(), initial) {
+                (b"PLAIN", Some(ir)) => plain_identity(decode(ir)),
+                (b"PLAIN", None) => AuthProgress::PlainAwaiting,
+                (b"LOGIN", Some(user)) => login_user(decode(user)),
+                (b"LOGIN", None) => AuthProgress::LoginUser,
+                _ => AuthProgress::None,
+            }
+        } else {
+            match progress {
+                AuthProgress::PlainAwaiting => plain_identity(decode(text)),
+                AuthProgress::LoginUser => login_user(decode(text)),
+                AuthProgress::LoginPassword(user) => AuthProgress::Done(user),
+                _ => AuthProgress::None,
+            }
+        };
+        if reply.is_positive() {
+            self.authenticated_as = Some(match &next {
+                AuthProgress::Done(user) | AuthProgress::LoginPassword(user) => user.clone(),
+                _ => String::new(),
+            });
+        }
+        self.auth = if reply.code() == 334 {
+            next
+        } else {
+            AuthProgress::None
+        };
+    }
+
+    /// Runs one copy as its own upstream transaction. A recipient the upstream now refuses
+    /// fails the whole copy: every recipient of it was promised delivery at RCPT time.
+    async fn run_copy(
+        &mut self,
+        mail: &PathWithParams,
+        rcpts: &[&PathWithParams],
+        content: &[u8],
+    ) -> Result<Reply, UpstreamError> {
+        let Some(up) = self.ready() else {
+            return Err(UpstreamError::Closed(Phase::Mail));
+        };
+        // The sealed size differs from what the client declared.
+        let mut mail = mail.clone();
+        mail.params.retain(|(k, _)| k != "SIZE");
+        let reply = up.mail(&mail).await?;
+        if !reply.is_positive() {
+            return Ok(reply.with_enhanced_default());
+        }
+        for rcpt in rcpts {
+            let reply = up.rcpt(rcpt).await?;
+            if !reply.is_positive() {
+                up.rset().await?;
+                return Ok(reply.with_enhanced_default());
+            }
+        }
+        let mut spool = Spool::new(content.len().max(1), None);
+        spool.write(content).map_err(|source| UpstreamError::Io {
+            phase: Phase::Content,
+            source,
+        })?;
+        up.send_message(&mut spool).await
+    }
+
+    async fn send_copies(
+        &mut self,
+        mail: &PathWithParams,
+        paths: &[PathWithParams],
+        copies: Vec<ReadyCopy>,
+    ) -> Reply {
+        let Some(up) = self.ready() else {
+            return Self::gone();
+        };
+        // The transaction opened for the RCPT verdicts is replaced by one per copy.
+        match up.rset().await {
+            Ok(r) if r.is_positive() => {}
+            Ok(r) => {
+                return self.lost(UpstreamError::Refused {
+                    phase: Phase::Rset,
+                    reply: r,
+                })
+            }
+            Err(e) => return self.lost(e),
+        }
+        let total = copies.len();
+        let mut accepted = 0;
+        let mut last = Reply::new(250, "2.0.0", "OK");
+        for copy in copies {
+            let rcpts: Vec<&PathWithParams> = copy
+                .recipients
+                .iter()
+                .filter_map(|&i| paths.get(i))
+                .collect();
+            let result = self.run_copy(mail, &rcpts, &copy.content).await;
+            let failure = match result {
+                Ok(r) if r.is_positive() => {
+                    accepted += 1;
+                    last = r;
+                    continue;
+                }
+                Ok(r) => r.with_enhanced_default(),
+                Err(e) => self.lost(e),
+            };
+            if accepted == 0 {
+                return failure;
+            }
+            tracing::warn!(session = %self.id, accepted, total, reply = %failure, "a later copy failed after earlier ones were accepted");
+            return Reply::new(
+                451,
+                "4.3.0",
+                "Delivery of part of the copies failed; retry (recipients already served may get a duplicate)",
+            );
+        }
+        if total == 1 {
+            last.with_enhanced_default()
+        } else {
+            Reply::new(250, "2.0.0", format!("OK: {total} copies accepted"))
+        }
+    }
+}
+
+fn plain_identity(decoded: Option<Zeroizing<Vec<u8>>>) -> AuthProgress {
+    // authzid NUL authcid NUL password: the authorization identity if given, else authcid.
+    let Some(d) = decoded else {
+        return AuthProgress::None;
+    };
+    let mut parts = d.split(|&b| b == 0);
+    let authz = parts.next().unwrap_or_default();
+    let authc = parts.next().unwrap_or_default();
+    let who = if authz.is_empty() { authc } else { authz };
+    AuthProgress::Done(String::from_utf8_lossy(who).into_owned())
+}
+
+fn login_user(decoded: Option<Zeroizing<Vec<u8>>>) -> AuthProgress {
+    match decoded {
+        Some(d) => AuthProgress::LoginPassword(String::from_utf8_lossy(&d).into_owned()),
+        None => AuthProgress::None,
     }
 }
 
@@ -93,6 +280,7 @@ impl Backend for RelayBackend {
 
     async fn mail(&mut self, path: &PathWithParams) -> Reply {
         self.settle().await;
+        self.txn = None;
         if self.auth_lost {
             return Reply::new(
                 451,
@@ -111,11 +299,13 @@ impl Backend for RelayBackend {
         let Some(up) = self.ready() else {
             return Self::gone();
         };
-        match up.mail(path).await {
+        let reply = match up.mail(path).await {
             Ok(reply) => reply.with_enhanced_default(),
             // A session kept idle while the client was slow may have been closed by the
             // upstream: open a fresh one once (nothing was accepted on the old one).
-            Err(UpstreamError::Closed(_) | UpstreamError::Io { .. }) if !self.authenticated => {
+            Err(UpstreamError::Closed(_) | UpstreamError::Io { .. })
+                if self.authenticated_as.is_none() =>
+            {
                 tracing::debug!(session = %self.id, "upstream session was closed; reconnecting");
                 self.slot = Slot::Idle;
                 let mut fresh = match self.connector.connect().await {
@@ -126,49 +316,159 @@ impl Backend for RelayBackend {
                 self.slot = Slot::Ready(Box::new(fresh));
                 match reply {
                     Ok(reply) => reply.with_enhanced_default(),
-                    Err(e) => self.lost(e),
+                    Err(e) => return self.lost(e),
                 }
             }
-            Err(e) => self.lost(e),
+            Err(e) => return self.lost(e),
+        };
+        if reply.is_positive() {
+            self.txn = Some(Txn {
+                mail: path.clone(),
+                paths: Vec::new(),
+                accepted: Vec::new(),
+            });
         }
+        reply
     }
 
     async fn rcpt(&mut self, path: &PathWithParams) -> Reply {
+        let now = SystemTime::now();
+        let keys = match self.pipeline.keys.recipient(&path.address, now) {
+            Ok(k) => k,
+            Err(e) => {
+                tracing::warn!(session = %self.id, error = %e, "recipient keys unavailable");
+                return Reply::new(
+                    451,
+                    "4.3.0",
+                    "Key store temporarily unavailable, try again later",
+                );
+            }
+        };
+        let decision = decide_recipient(
+            &self.pipeline.settings.policy,
+            &path.address,
+            &keys.availability(),
+            false,
+        );
+        if let Some(refusal) = decision.refusal() {
+            tracing::info!(session = %self.id, recipient = %path.address, reason = %decision.reason, "recipient refused by policy");
+            return refusal;
+        }
         let Some(up) = self.ready() else {
             return Self::gone();
         };
-        match up.rcpt(path).await {
+        let reply = match up.rcpt(path).await {
             Ok(reply) => reply.with_enhanced_default(),
-            Err(e) => self.lost(e),
+            Err(e) => return self.lost(e),
+        };
+        if let (true, Some(txn)) = (reply.is_positive(), self.txn.as_mut()) {
+            txn.paths.push(path.clone());
+            txn.accepted.push(AcceptedRecipient {
+                address: path.address.clone(),
+                decision,
+                keys,
+            });
         }
+        reply
     }
 
     async fn message(&mut self, content: &mut Spool) -> Reply {
-        let Some(up) = self.ready() else {
+        let Some(txn) = self.txn.take() else {
             return Self::gone();
         };
-        match up.send_message(content).await {
-            Ok(reply) => {
-                if !reply.is_positive() && !reply.is_transient() && !reply.is_permanent() {
-                    // A 1xx/3xx final reply is a protocol error: never pass it off as success.
-                    return self.lost(UpstreamError::Malformed {
-                        phase: crate::upstream::Phase::FinalReply,
-                        source: crate::smtp::ReplyError::Malformed,
-                    });
-                }
-                reply.with_enhanced_default()
-            }
-            Err(e) => self.lost(e),
+        if self.ready().is_none() {
+            return Self::gone();
         }
+        // Transform first, upstream DATA after (I5): read the content, decide and seal off the
+        // async reactor.
+        let mut message = Vec::with_capacity(content.len() as usize);
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match content.read_at(message.len() as u64, &mut buf) {
+                Ok(0) => break,
+                Ok(n) => message.extend_from_slice(&buf[..n]),
+                Err(e) => {
+                    tracing::error!(session = %self.id, error = %e, "cannot read spooled message");
+                    return Reply::new(451, "4.3.0", "Local error in processing, try again later");
+                }
+            }
+        }
+        let Txn {
+            mail,
+            paths,
+            accepted,
+        } = txn;
+        let pipeline = self.pipeline.clone();
+        let authenticated = self.authenticated_as.clone();
+        let from = mail.address.clone();
+        let started = std::time::Instant::now();
+        let sealed = tokio::task::spawn_blocking(move || {
+            let envelope = Envelope {
+                from: &from,
+                authenticated: authenticated.as_deref(),
+                recipients: &accepted,
+            };
+            transform::seal_message(
+                &message,
+                &envelope,
+                &pipeline.settings,
+                pipeline.keys.as_ref(),
+                SystemTime::now(),
+            )
+        })
+        .await;
+        let sealed = match sealed {
+            Ok(Ok(sealed)) => sealed,
+            Ok(Err(reply)) => {
+                // Refused before anything was sent: close the upstream transaction too.
+                self.reset().await;
+                return reply;
+            }
+            Err(e) => {
+                tracing::error!(session = %self.id, error = %e, "sealing task failed");
+                self.reset().await;
+                return Reply::new(451, "4.3.0", "Local error in processing, try again later");
+            }
+        };
+        let summary = sealed.summary();
+        let seal_ms = started.elapsed().as_millis() as u64;
+        let reply = match sealed {
+            Sealed::Passthrough(bytes) => {
+                let mut spool = Spool::new(bytes.len().max(1), None);
+                if spool.write(&bytes).is_err() {
+                    return Reply::new(451, "4.3.0", "Local error in processing, try again later");
+                }
+                let Some(up) = self.ready() else {
+                    return Self::gone();
+                };
+                match up.send_message(&mut spool).await {
+                    Ok(reply)
+                        if reply.is_positive() || reply.is_transient() || reply.is_permanent() =>
+                    {
+                        reply.with_enhanced_default()
+                    }
+                    // A 1xx/3xx final reply is a protocol error: never pass it off as success.
+                    Ok(_) => self.lost(UpstreamError::Malformed {
+                        phase: Phase::FinalReply,
+                        source: crate::smtp::ReplyError::Malformed,
+                    }),
+                    Err(e) => self.lost(e),
+                }
+            }
+            Sealed::Copies(copies) => self.send_copies(&mail, &paths, copies).await,
+        };
+        tracing::info!(session = %self.id, copies = %summary, seal_ms, reply = %reply, "policy applied");
+        reply
     }
 
     async fn reset(&mut self) {
+        self.txn = None;
         if let Some(up) = self.ready() {
             match up.rset().await {
                 Ok(r) if r.is_positive() => {}
                 Ok(r) => {
                     let _ = self.lost(UpstreamError::Refused {
-                        phase: crate::upstream::Phase::Rset,
+                        phase: Phase::Rset,
                         reply: r,
                     });
                 }
@@ -185,9 +485,7 @@ impl Backend for RelayBackend {
         };
         match up.auth(line).await {
             Ok(reply) => {
-                if reply.is_positive() {
-                    self.authenticated = true;
-                }
+                self.note_auth(line, &reply);
                 if reply.code() == 334 {
                     reply
                 } else {

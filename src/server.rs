@@ -13,9 +13,10 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::config::{Config, ListenTls};
 use crate::inbound::{self, ListenerRuntime};
-use crate::relay::RelayBackend;
+use crate::relay::{Pipeline, RelayBackend};
 use crate::smtp::SessionConfig;
 use crate::tls;
+use crate::transform::{KeySource, SealSettings, Settings, StoreKeys};
 use crate::upstream::Connector;
 
 #[derive(Debug, thiserror::Error)]
@@ -29,17 +30,58 @@ pub enum ServeError {
     Tls(#[from] tls::TlsSetupError),
     #[error("upstream: {0}")]
     Upstream(#[from] crate::upstream::UpstreamError),
+    #[error("key store {path}: {message}")]
+    Store { path: String, message: String },
 }
 
 pub struct Server {
     listeners: Vec<(TcpListener, Arc<ListenerRuntime>)>,
     connector: Arc<Connector>,
+    pipeline: Arc<Pipeline>,
     max_connections: usize,
     grace: std::time::Duration,
 }
 
 impl Server {
+    /// Binds the listeners and opens the key store named in the configuration.
     pub async fn bind(config: &Config) -> Result<Server, ServeError> {
+        let store_error = |message: String| ServeError::Store {
+            path: config.store_path.display().to_string(),
+            message,
+        };
+        let anchors = match &config.smime_trust_anchors {
+            None => None,
+            Some(path) => {
+                let data = std::fs::read(path)
+                    .map_err(|e| store_error(format!("{}: {e}", path.display())))?;
+                Some(
+                    crate::store::x509::load_anchors(&data)
+                        .map_err(|e| store_error(e.to_string()))?,
+                )
+            }
+        };
+        let keys = StoreKeys::open(config.store_path.clone(), anchors)
+            .map_err(|e| store_error(e.to_string()))?;
+        keys.watch();
+        Self::bind_with_keys(config, keys).await
+    }
+
+    /// Like [`Server::bind`] with another key source.
+    pub async fn bind_with_keys(
+        config: &Config,
+        keys: Arc<dyn KeySource>,
+    ) -> Result<Server, ServeError> {
+        let pipeline = Arc::new(Pipeline {
+            settings: Settings {
+                policy: config.policy.clone(),
+                seal: SealSettings {
+                    hide_subject: config.policy.hide_subject,
+                    encrypt_to_self: config.policy.encrypt_to_self,
+                    limits: crate::mime::Limits::default(),
+                },
+            },
+            keys,
+        });
         let client = tls::client_config(config.upstream.ca_file.as_deref())?;
         let connector = Arc::new(Connector::new(
             config.upstream.clone(),
@@ -90,6 +132,7 @@ impl Server {
         Ok(Server {
             listeners,
             connector,
+            pipeline,
             max_connections: config.limits.max_connections,
             grace: config.limits.shutdown_grace,
         })
@@ -121,6 +164,7 @@ impl Server {
         for (listener, rt) in self.listeners {
             let limit = limit.clone();
             let connector = self.connector.clone();
+            let pipeline = self.pipeline.clone();
             let mut stop = stop_rx.clone();
             accept_loops.spawn(async move {
                 loop {
@@ -142,10 +186,11 @@ impl Server {
                     };
                     let rt = rt.clone();
                     let connector = connector.clone();
+                    let pipeline = pipeline.clone();
                     tokio::spawn(async move {
                         let id = inbound::session_id();
                         tracing::debug!(session = %id, %peer, "connection");
-                        let mut backend = RelayBackend::new(connector, &id);
+                        let mut backend = RelayBackend::new(connector, pipeline, &id);
                         inbound::serve(tcp, peer, rt, &mut backend, &id).await;
                         drop(permit);
                     });

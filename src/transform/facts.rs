@@ -1,0 +1,139 @@
+//! What the policy needs to know about a message's header, and the removal of the triggers
+//! (subject tag, `X-Sealgate-Encrypt`) before anything is sent.
+
+use crate::mime::{self, Limits, MimeError, Protection};
+use crate::policy::PolicyConfig;
+
+/// The header field that raises a message to "encryption required". It never leaves sealgate.
+pub const TRIGGER_HEADER: &str = "X-Sealgate-Encrypt";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageFacts {
+    /// Number of From fields.
+    pub from_fields: usize,
+    /// Mailboxes of all From fields.
+    pub from_mailboxes: Vec<String>,
+    /// Addresses named in To and Cc (lower-cased): envelope recipients not among them are Bcc.
+    pub visible: Vec<String>,
+    /// The message is already signed or encrypted by the client.
+    pub protection: Protection,
+}
+
+/// Reads the facts from the header.
+pub fn read(message: &[u8], limits: &Limits) -> Result<MessageFacts, MimeError> {
+    let parsed = mime::parse_message(message, limits)?;
+    let mut from_fields = 0;
+    let mut from_mailboxes = Vec::new();
+    let mut visible = Vec::new();
+    for field in &parsed.fields {
+        if field.is("From") {
+            from_fields += 1;
+            from_mailboxes.extend(mime::mailboxes(&field.value()));
+        } else if field.is("To") || field.is("Cc") {
+            visible.extend(
+                mime::mailboxes(&field.value())
+                    .iter()
+                    .map(|a| a.to_lowercase()),
+            );
+        }
+    }
+    Ok(MessageFacts {
+        from_fields,
+        from_mailboxes,
+        visible,
+        protection: mime::detect_protection(message, limits),
+    })
+}
+
+/// Removes the triggers from the header. Returns the message to send and whether a trigger
+/// asked for encryption. `X-Sealgate-Encrypt` is always removed, whatever its value; the
+/// subject tag only when configured. The body is never touched.
+pub fn strip_triggers(
+    message: &[u8],
+    policy: &PolicyConfig,
+    limits: &Limits,
+) -> Result<(Vec<u8>, bool), MimeError> {
+    let parsed = mime::parse_message(message, limits)?;
+    let mut raised = false;
+    let mut changed = false;
+    let mut header = Vec::with_capacity(parsed.body_offset + 16);
+    for field in &parsed.fields {
+        if field.is(TRIGGER_HEADER) {
+            changed = true;
+            if policy.header_trigger && field.value().trim().eq_ignore_ascii_case("required") {
+                raised = true;
+            }
+            continue;
+        }
+        if let (true, Some(tag)) = (field.is("Subject"), policy.subject_trigger.as_deref()) {
+            let value = field.value();
+            if let Some(pos) = value.to_lowercase().find(&tag.to_lowercase()) {
+                let mut stripped = String::with_capacity(value.len());
+                stripped.push_str(&value[..pos]);
+                stripped.push_str(&value[pos + tag.len()..]);
+                let stripped = stripped.split_whitespace().collect::<Vec<_>>().join(" ");
+                mime::HeaderField::new(field.name(), &stripped).write_to(&mut header);
+                raised = true;
+                changed = true;
+                continue;
+            }
+        }
+        field.write_to(&mut header);
+    }
+    if !changed {
+        return Ok((message.to_vec(), false));
+    }
+    header.extend_from_slice(b"\r\n");
+    header.extend_from_slice(&message[parsed.body_offset..]);
+    Ok((header, raised))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MSG: &[u8] = b"From: Alice <alice@x.test>\r\nTo: Bob <BOB@y.test>, carol@z.test\r\nCc: dave@w.test\r\nSubject: [secure] Quarterly figures\r\nX-Sealgate-Encrypt: required\r\n\r\nbody [secure]\r\n";
+
+    #[test]
+    fn facts_of_a_message() {
+        let f = read(MSG, &Limits::default()).unwrap();
+        assert_eq!(f.from_fields, 1);
+        assert_eq!(f.from_mailboxes, ["alice@x.test"]);
+        assert_eq!(f.visible, ["bob@y.test", "carol@z.test", "dave@w.test"]);
+        assert!(!f.protection.is_protected());
+    }
+
+    #[test]
+    fn triggers_are_removed_and_raise() {
+        let policy = PolicyConfig {
+            subject_trigger: Some("[SECURE]".into()),
+            ..PolicyConfig::default()
+        };
+        let (out, raised) = strip_triggers(MSG, &policy, &Limits::default()).unwrap();
+        assert!(raised);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("Subject: Quarterly figures\r\n"), "{text}");
+        assert!(!text.to_lowercase().contains("x-sealgate-encrypt"));
+        assert!(
+            text.ends_with("\r\n\r\nbody [secure]\r\n"),
+            "body untouched"
+        );
+        // Header trigger off: the header still never leaves, but does not raise.
+        let policy = PolicyConfig {
+            header_trigger: false,
+            ..PolicyConfig::default()
+        };
+        let (out, raised) = strip_triggers(MSG, &policy, &Limits::default()).unwrap();
+        assert!(!raised);
+        assert!(!String::from_utf8_lossy(&out)
+            .to_lowercase()
+            .contains("x-sealgate-encrypt"));
+        assert!(String::from_utf8_lossy(&out).contains("Subject: [secure] Quarterly"));
+        // Nothing to strip: the very same bytes.
+        let plain = b"Subject: hi\r\n\r\nx\r\n";
+        assert_eq!(
+            strip_triggers(plain, &policy, &Limits::default()).unwrap(),
+            (plain.to_vec(), false)
+        );
+    }
+}

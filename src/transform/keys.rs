@@ -1,0 +1,71 @@
+//! The question the relay asks the key store, as a trait: the store implements it, tests can
+//! use an in-memory one.
+
+use std::time::SystemTime;
+
+use x509_cert::Certificate;
+
+use crate::openpgp;
+use crate::policy::KeyAvailability;
+use crate::smime::SigningIdentity;
+
+/// Keys usable now to encrypt to one recipient.
+#[derive(Default)]
+pub struct RecipientKeys {
+    pub smime: Vec<Certificate>,
+    pub openpgp: Vec<openpgp::Recipient>,
+    /// Why other keys for this address are not usable (for explanations and logs).
+    pub unusable: Vec<String>,
+}
+
+impl RecipientKeys {
+    pub fn availability(&self) -> KeyAvailability {
+        KeyAvailability {
+            smime: !self.smime.is_empty(),
+            openpgp: !self.openpgp.is_empty(),
+            unusable: self.unusable.clone(),
+        }
+    }
+}
+
+/// The sender's signing identities usable now.
+#[derive(Default)]
+pub struct SenderKeys {
+    pub smime: Option<SigningIdentity>,
+    pub openpgp: Option<openpgp::SigningKey>,
+}
+
+impl SenderKeys {
+    pub fn any(&self) -> bool {
+        self.smime.is_some() || self.openpgp.is_some()
+    }
+}
+
+/// The key source cannot answer now (store being written by `sealgate keys`, I/O error): the
+/// client gets a temporary failure, never a decision made without keys.
+#[derive(Debug, thiserror::Error)]
+#[error("key store unavailable: {0}")]
+pub struct KeysUnavailable(pub String);
+
+/// Where keys come from.
+pub trait KeySource: Send + Sync {
+    fn recipient(&self, address: &str, now: SystemTime) -> Result<RecipientKeys, KeysUnavailable>;
+    fn sender(&self, address: &str, now: SystemTime) -> Result<SenderKeys, KeysUnavailable>;
+}
+
+/// A key source with no keys (an empty store).
+pub struct NoKeys;
+
+impl KeySource for NoKeys {
+    fn recipient(
+        &self,
+        _address: &str,
+        _now: SystemTime,
+    ) -> Result<RecipientKeys, KeysUnavailable> {
+        Ok(RecipientKeys::default())
+    }
+
+    fn sender(&self, _address: &str, _now: SystemTime) -> Result<SenderKeys, KeysUnavailable> {
+        Ok(SenderKeys::default())
+    }
+}

@@ -1,0 +1,123 @@
+//! Producing the content of one copy: sign and/or encrypt with S/MIME or OpenPGP. Runs on a
+//! blocking thread (it is CPU work); never falls back to plaintext (SECURITY.md I6).
+
+use std::time::SystemTime;
+
+use crate::mime::{Limits, MimeError};
+use crate::openpgp::{self, PgpError, PgpOptions};
+use crate::policy::Outcome;
+use crate::smime::{self, SmimeError, SmimeOptions};
+use crate::smtp::Reply;
+
+use super::keys::{RecipientKeys, SenderKeys};
+
+/// Message-wide sealing settings from the policy.
+#[derive(Clone, Debug)]
+pub struct SealSettings {
+    pub hide_subject: bool,
+    pub encrypt_to_self: bool,
+    pub limits: Limits,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SealError {
+    #[error("S/MIME: {0}")]
+    Smime(#[from] SmimeError),
+    #[error("OpenPGP: {0}")]
+    Openpgp(#[from] PgpError),
+    #[error("MIME: {0}")]
+    Mime(#[from] MimeError),
+    #[error("copy cannot be signed: {0}")]
+    Unsignable(String),
+}
+
+impl SealError {
+    /// The client's reply: a message the parser cannot take is refused for good; any other
+    /// failure is temporary (keys may be fixed) and nothing was sent.
+    pub fn client_reply(&self) -> Reply {
+        match self {
+            SealError::Mime(_) | SealError::Smime(SmimeError::Mime(_)) => Reply::new(
+                554,
+                "5.6.0",
+                "Message header or MIME structure exceeds the processing limits",
+            ),
+            SealError::Unsignable(_) => {
+                Reply::new(550, "5.7.1", "Message must be signed and cannot be")
+            }
+            _ => Reply::new(451, "4.7.5", "Cryptographic failure, try again later"),
+        }
+    }
+}
+
+/// One copy's content. `recipients` are the keys of this copy's recipients only; `wrap` seals a
+/// message the client already protected (wrapping it, never opening it).
+pub fn seal_copy(
+    message: &[u8],
+    seal: Outcome,
+    recipients: &[&RecipientKeys],
+    sender: &SenderKeys,
+    sign: bool,
+    wrap: bool,
+    settings: &SealSettings,
+    now: SystemTime,
+) -> Result<Vec<u8>, SealError> {
+    let smime_opts = SmimeOptions {
+        hide_subject: settings.hide_subject,
+        force: wrap,
+        now,
+        limits: settings.limits.clone(),
+        ..SmimeOptions::default()
+    };
+    let pgp_opts = PgpOptions {
+        encrypt_to_self: settings.encrypt_to_self && sign && sender.openpgp.is_some(),
+        autocrypt: false,
+        hide_subject: settings.hide_subject,
+        force: wrap,
+        now,
+        limits: settings.limits.clone(),
+    };
+    match seal {
+        Outcome::Plain if !sign => Ok(message.to_vec()),
+        Outcome::Plain => match (&sender.smime, &sender.openpgp) {
+            (Some(id), _) => Ok(smime::sign(message, id, &smime_opts)?),
+            (None, Some(key)) => Ok(openpgp::sign(message, key, &pgp_opts)?),
+            (None, None) => Err(SealError::Unsignable("no signing identity".into())),
+        },
+        Outcome::Smime => {
+            let mut certs: Vec<_> = recipients
+                .iter()
+                .flat_map(|k| k.smime.iter().cloned())
+                .collect();
+            if let (true, Some(id)) = (settings.encrypt_to_self, &sender.smime) {
+                certs.push(id.certificate().clone());
+            }
+            match (&sender.smime, sign) {
+                (Some(id), true) => Ok(smime::sign_and_encrypt(message, id, &certs, &smime_opts)?),
+                _ => Ok(smime::encrypt(message, &certs, &smime_opts)?),
+            }
+        }
+        Outcome::Openpgp => {
+            let keys: Vec<_> = recipients
+                .iter()
+                .flat_map(|k| k.openpgp.iter().cloned())
+                .collect();
+            match (&sender.openpgp, sign) {
+                (Some(key), true) => Ok(openpgp::sign_and_encrypt(message, key, &keys, &pgp_opts)?),
+                _ => Ok(openpgp::encrypt(message, &keys, &pgp_opts)?),
+            }
+        }
+        Outcome::Refuse => Err(SealError::Unsignable(
+            "refused recipient reached sealing".into(),
+        )),
+    }
+}
+
+/// Whether a copy sealed this way carries a signature, given the sender's identities.
+pub fn copy_is_signed(seal: Outcome, sender: &SenderKeys, sign: bool) -> bool {
+    sign && match seal {
+        Outcome::Plain => sender.any(),
+        Outcome::Smime => sender.smime.is_some(),
+        Outcome::Openpgp => sender.openpgp.is_some(),
+        Outcome::Refuse => false,
+    }
+}

@@ -1,0 +1,153 @@
+//! The key store as the relay's [`KeySource`], with the store's hand-over protocol: sled allows
+//! one process at a time, so when a `sealgate keys` command drops a `write-request` file in the
+//! store, the server closes its handle (a watcher checks every 200 ms, and every lookup checks
+//! too) and answers lookups with a temporary failure until the file is gone; then it reopens.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use der::Decode;
+use x509_cert::Certificate;
+
+use super::keys::{KeySource, KeysUnavailable, RecipientKeys, SenderKeys};
+use crate::openpgp;
+use crate::smime::SigningIdentity;
+use crate::store::sled_store::WRITE_REQUEST;
+use crate::store::{Address, KeyStore, SledStore};
+
+pub struct StoreKeys {
+    path: PathBuf,
+    anchors: Option<Vec<Vec<u8>>>,
+    handle: Mutex<Option<SledStore>>,
+}
+
+impl StoreKeys {
+    /// Opens the store now, so that a broken store shows at start-up.
+    pub fn open(
+        path: PathBuf,
+        anchors: Option<Vec<Vec<u8>>>,
+    ) -> Result<Arc<Self>, KeysUnavailable> {
+        let keys = Arc::new(StoreKeys {
+            path,
+            anchors,
+            handle: Mutex::new(None),
+        });
+        keys.with_store(|_| Ok(()))?;
+        Ok(keys)
+    }
+
+    /// Starts the watcher thread that releases the store when a key command asks for it.
+    pub fn watch(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        std::thread::spawn(move || loop {
+            std::thread::sleep(Duration::from_millis(200));
+            let Some(keys) = weak.upgrade() else { return };
+            keys.release_if_requested();
+        });
+    }
+
+    fn release_if_requested(&self) -> bool {
+        if self.path.join(WRITE_REQUEST).exists() {
+            if let Ok(mut h) = self.handle.lock() {
+                if h.take().is_some() {
+                    tracing::info!(store = %self.path.display(), "key store released for a key command");
+                }
+            }
+            return true;
+        }
+        false
+    }
+
+    fn with_store<T>(
+        &self,
+        f: impl FnOnce(&SledStore) -> Result<T, KeysUnavailable>,
+    ) -> Result<T, KeysUnavailable> {
+        if self.release_if_requested() {
+            return Err(KeysUnavailable("being updated by a key command".into()));
+        }
+        let mut guard = self
+            .handle
+            .lock()
+            .map_err(|_| KeysUnavailable("lock poisoned".into()))?;
+        if guard.is_none() {
+            let store = SledStore::open(&self.path, Duration::from_millis(500))
+                .map_err(|e| KeysUnavailable(e.to_string()))?
+                .with_trust_anchors(self.anchors.clone());
+            *guard = Some(store);
+        }
+        match guard.as_ref() {
+            Some(store) => f(store),
+            None => Err(KeysUnavailable("not open".into())),
+        }
+    }
+}
+
+impl KeySource for StoreKeys {
+    fn recipient(&self, address: &str, now: SystemTime) -> Result<RecipientKeys, KeysUnavailable> {
+        let Ok(addr) = Address::parse(address) else {
+            return Ok(RecipientKeys::default());
+        };
+        let lookup = self.with_store(|s| {
+            s.lookup(&addr, now)
+                .map_err(|e| KeysUnavailable(e.to_string()))
+        })?;
+        let mut keys = RecipientKeys::default();
+        for c in &lookup.smime {
+            match Certificate::from_der(&c.der) {
+                Ok(cert) => keys.smime.push(cert),
+                Err(e) => keys.unusable.push(format!("{}: {e}", c.id)),
+            }
+        }
+        for c in lookup.openpgp {
+            keys.openpgp
+                .push(openpgp::Recipient::pinned(c.cert, address));
+        }
+        for (id, reasons) in &lookup.unusable {
+            let why: Vec<String> = reasons.iter().map(ToString::to_string).collect();
+            keys.unusable.push(format!("{id}: {}", why.join(", ")));
+        }
+        Ok(keys)
+    }
+
+    fn sender(&self, address: &str, now: SystemTime) -> Result<SenderKeys, KeysUnavailable> {
+        let Ok(addr) = Address::parse(address) else {
+            return Ok(SenderKeys::default());
+        };
+        let found = self.with_store(|s| {
+            s.signing_identity(&addr, now)
+                .map_err(|e| KeysUnavailable(e.to_string()))
+        })?;
+        let mut keys = SenderKeys::default();
+        for signer in &found.smime {
+            let chain: Result<Vec<Certificate>, _> = std::iter::once(&signer.cert)
+                .chain(signer.chain.iter())
+                .map(|d| Certificate::from_der(d))
+                .collect();
+            match chain.map(|c| SigningIdentity::from_pkcs8_der(c, &signer.key)) {
+                Ok(Ok(id)) => {
+                    keys.smime = Some(id);
+                    break;
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(id = %signer.id, error = %e, "S/MIME signing identity unusable")
+                }
+                Err(e) => {
+                    tracing::warn!(id = %signer.id, error = %e, "S/MIME signing certificate unreadable")
+                }
+            }
+        }
+        for signer in found.openpgp {
+            match openpgp::SigningKey::from_cert(signer.tsk, now) {
+                Ok(key) => {
+                    keys.openpgp = Some(key);
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(id = %signer.id, error = %e, "OpenPGP signing key unusable")
+                }
+            }
+        }
+        Ok(keys)
+    }
+}
