@@ -13,7 +13,7 @@ use std::time::SystemTime;
 pub use facts::{read as read_facts, strip_triggers, MessageFacts, TRIGGER_HEADER};
 pub use keys::{KeySource, KeysUnavailable, NoKeys, RecipientKeys, SenderKeys};
 pub use plan::{plan_copies, CopyPlan};
-pub use seal::{copy_is_signed, seal_copy, SealError, SealSettings};
+pub use seal::{copy_is_signed, seal_copy, CopySpec, SealError, SealSettings};
 pub use store_keys::StoreKeys;
 
 use crate::policy::{
@@ -180,23 +180,18 @@ pub fn seal_message(
     }
     let mut copies = Vec::with_capacity(plan.len());
     for copy in plan {
-        let recipient_keys: Vec<&RecipientKeys> = copy
-            .recipients
-            .iter()
-            .filter_map(|&i| envelope.recipients.get(i))
-            .map(|r| &r.keys)
-            .collect();
-        let sealed = seal_copy(
-            &content,
-            copy.seal,
-            &recipient_keys,
-            &sender,
+        let spec = CopySpec {
+            seal: copy.seal,
+            recipients: copy
+                .recipients
+                .iter()
+                .filter_map(|&i| envelope.recipients.get(i))
+                .map(|r| &r.keys)
+                .collect(),
             sign,
             wrap,
-            &settings.seal,
-            now,
-        )
-        .map_err(|e| {
+        };
+        let sealed = seal_copy(&content, &spec, &sender, &settings.seal, now).map_err(|e| {
             tracing::warn!(error = %e, "sealing failed");
             e.client_reply()
         })?;

@@ -49,18 +49,29 @@ impl SealError {
     }
 }
 
-/// One copy's content. `recipients` are the keys of this copy's recipients only; `wrap` seals a
-/// message the client already protected (wrapping it, never opening it).
+/// What one copy is: its sealing, its recipients' keys only, whether to sign, and whether the
+/// client already protected the message (then it is wrapped, never opened).
+pub struct CopySpec<'a> {
+    pub seal: Outcome,
+    pub recipients: Vec<&'a RecipientKeys>,
+    pub sign: bool,
+    pub wrap: bool,
+}
+
+/// One copy's content.
 pub fn seal_copy(
     message: &[u8],
-    seal: Outcome,
-    recipients: &[&RecipientKeys],
+    spec: &CopySpec<'_>,
     sender: &SenderKeys,
-    sign: bool,
-    wrap: bool,
     settings: &SealSettings,
     now: SystemTime,
 ) -> Result<Vec<u8>, SealError> {
+    let CopySpec {
+        seal,
+        ref recipients,
+        sign,
+        wrap,
+    } = *spec;
     let smime_opts = SmimeOptions {
         hide_subject: settings.hide_subject,
         force: wrap,
