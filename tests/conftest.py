@@ -120,8 +120,16 @@ def to_toml(cfg: dict) -> str:
                 out.append("")
         else:
             out.append(f"[{section}]")
-            out += [f"{k} = {_toml_value(v)}" for k, v in body.items() if v is not None]
+            nested = [(k, v) for k, v in body.items()
+                      if isinstance(v, list) and v and all(isinstance(x, dict) for x in v)]
+            out += [f"{k} = {_toml_value(v)}" for k, v in body.items()
+                    if v is not None and (k, v) not in nested]
             out.append("")
+            for k, tables in nested:  # [[section.k]] arrays of tables
+                for tbl in tables:
+                    out.append(f"[[{section}.{k}]]")
+                    out += [f"{kk} = {_toml_value(vv)}" for kk, vv in tbl.items() if vv is not None]
+                    out.append("")
     return "\n".join(out)
 
 

@@ -1,0 +1,223 @@
+"""The product end to end: sealgate with a policy and a key store filled by `sealgate keys`
+while it runs, a real client (smtplib), the scripted TLS upstream, and every copy that arrives
+opened by other implementations (openssl cms, gpg)."""
+from __future__ import annotations
+
+import email
+import email.policy
+import smtplib
+import subprocess
+import tempfile
+
+import pytest
+
+from conftest import SEALGATE_BIN
+from support.clients import client_ssl_context
+from support.crypto import Gpg, cms_decrypt, cms_recipient_count, cms_verify, make_smime_pki
+
+POLICY = {
+    "encrypt": "opportunistic",
+    "sign": True,
+    "format": "auto",
+    "subject_trigger": "[secure]",
+    "rule": [{"match": "*.required.test", "encrypt": "required"}],
+}
+
+
+@pytest.fixture(scope="module")
+def smime_pki():
+    d = tempfile.mkdtemp(prefix="sealgate-e2e-pki-")
+    return make_smime_pki(d)
+
+
+@pytest.fixture(scope="module")
+def pgp():
+    """Peggy, an OpenPGP recipient (her own GnuPG home), and Alice's OpenPGP signing key."""
+    peggy = Gpg()
+    peggy_fpr = peggy.generate("Peggy <peggy@example.org>")
+    alice = Gpg()
+    alice_fpr = alice.generate("Alice <alice@example.org>")
+    peggy.import_(alice.export(alice_fpr))
+    yield {"peggy": peggy, "peggy_pub": peggy.export(peggy_fpr),
+           "alice_secret": alice.export(alice_fpr, secret=True)}
+    peggy.close()
+    alice.close()
+
+
+def keys_cli(sg, *args: str) -> subprocess.CompletedProcess:
+    p = subprocess.run([SEALGATE_BIN, "keys", *args, "--config", str(sg.config_path)],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, f"sealgate keys {args} failed:\n{p.stdout}\n{p.stderr}"
+    return p
+
+
+@pytest.fixture
+def secure(relay_factory, smime_pki, pgp, tmp_path):
+    """A relay whose store is filled through the CLI while sealgate is running."""
+    def make(upstream=None, policy=None):
+        r = relay_factory(upstream=upstream, extra={"policy": policy or POLICY})
+        peggy = tmp_path / "peggy.asc"
+        peggy.write_bytes(pgp["peggy_pub"])
+        alice_pgp = tmp_path / "alice-secret.asc"
+        alice_pgp.write_bytes(pgp["alice_secret"])
+        keys_cli(r.sg, "import", smime_pki["rsa1.pem"], smime_pki["ec1.pem"], str(peggy))
+        keys_cli(r.sg, "import", "--private", smime_pki["signer.pem"], smime_pki["signer.key"])
+        keys_cli(r.sg, "import", "--private", str(alice_pgp))
+        return r
+    return make
+
+
+def send(r, sender: str, rcpts: list, msg: bytes) -> dict:
+    with smtplib.SMTP("127.0.0.1", r.port, timeout=60) as s:
+        s.starttls(context=client_ssl_context(r.pki["ca"]))
+        return s.sendmail(sender, rcpts, msg)
+
+
+def copies(r) -> dict:
+    """Delivered copies by their recipients (comma-joined)."""
+    out = {}
+    for t in r.up.messages:
+        key = ",".join(a.decode() if isinstance(a, bytes) else a for a in t.rcpt_addrs)
+        out[key] = t.content
+    return out
+
+
+def parse(data: bytes):
+    return email.message_from_bytes(data, policy=email.policy.compat32)
+
+
+MSG = (b"From: Alice <alice@example.org>\r\n"
+       b"To: Bob <bob@example.org>, Peggy <peggy@example.org>, nokey@example.org\r\n"
+       b"Bcc: dave@example.org\r\n"
+       b"Subject: Quarterly figures\r\n"
+       b"Message-ID: <e2e-1@example.org>\r\n"
+       b"Content-Type: text/plain; charset=utf-8\r\n"
+       b"Content-Transfer-Encoding: 8bit\r\n"
+       b"\r\n"
+       b"Gr\xc3\xbc\xc3\x9fe, the figures are attached in spirit.\r\n"
+       b".a line starting with a dot\r\n")
+
+
+def test_mixed_message_each_copy_sealed_and_opened_by_other_tools(secure, smime_pki, pgp):
+    r = secure()
+    rcpts = ["bob@example.org", "peggy@example.org", "nokey@example.org", "dave@example.org"]
+    assert send(r, "alice@example.org", rcpts, MSG) == {}
+    got = copies(r)
+    assert set(got) == {"bob@example.org", "peggy@example.org", "nokey@example.org", "dave@example.org"}, got.keys()
+
+    # Bob: S/MIME enveloped, one RecipientInfo (no Bcc leak), signed by Alice inside.
+    bob = got["bob@example.org"]
+    assert parse(bob).get_content_type() == "application/pkcs7-mime"
+    assert cms_recipient_count(bob) == 1
+    inner = cms_decrypt(bob, smime_pki["rsa1.pem"], smime_pki["rsa1.key"])
+    content = cms_verify(inner, smime_pki["ca.pem"])
+    assert "the figures are attached".encode() in content
+    assert b"Bcc" not in bob and b"dave@" not in bob and b"Bcc" not in inner
+    with pytest.raises(AssertionError):
+        cms_decrypt(bob, smime_pki["ec1.pem"], smime_pki["ec1.key"])
+
+    # Dave (Bcc, EC P-256): his own copy, only his RecipientInfo.
+    dave = got["dave@example.org"]
+    assert cms_recipient_count(dave) == 1
+    dave_inner = cms_decrypt(dave, smime_pki["ec1.pem"], smime_pki["ec1.key"])
+    assert "the figures".encode() in cms_verify(dave_inner, smime_pki["ca.pem"])
+    assert b"Bcc" not in dave_inner
+
+    # Peggy: PGP/MIME, decrypted and verified by gpg.
+    peggy = got["peggy@example.org"]
+    p = parse(peggy)
+    assert p.get_content_type() == "multipart/encrypted"
+    assert p.get_param("protocol") == "application/pgp-encrypted"
+    armored = [part.get_payload(decode=True) for part in p.walk()
+               if part.get_content_type() == "application/octet-stream"][0]
+    plain, status = pgp["peggy"].decrypt(armored)
+    assert "[GNUPG:] DECRYPTION_OKAY" in status and "[GNUPG:] GOODSIG" in status, status
+    assert b"the figures are attached" in plain and b"dave@" not in plain
+
+    # Nokey: plaintext (opportunistic), signed with Alice's S/MIME identity.
+    nokey = got["nokey@example.org"]
+    n = parse(nokey)
+    assert n.get_content_type() == "multipart/signed"
+    assert "the figures".encode() in cms_verify(nokey, smime_pki["ca.pem"])
+    assert b"dave@" not in nokey
+
+    # The first upstream transaction (for the RCPT verdicts) was reset, never completed.
+    assert b"RSET" in b" ".join(r.up.commands())
+    assert len(r.up.messages) == 4
+
+
+def test_required_domain_without_key_is_refused_at_rcpt(secure):
+    r = secure()
+    with pytest.raises(smtplib.SMTPRecipientsRefused) as e:
+        send(r, "alice@example.org", ["x@eu.required.test"], MSG)
+    code, text = e.value.recipients["x@eu.required.test"]
+    assert code == 550 and b"5.7.1" in text and b"required" in text.lower()
+    assert not any(b"required.test" in c for c in r.up.commands())
+    assert r.up.messages == []
+    # With another recipient the message goes to that one only.
+    assert set(send(r, "alice@example.org", ["x@eu.required.test", "bob@example.org"], MSG)) == {"x@eu.required.test"}
+    assert [t.rcpt_addrs for t in r.up.messages] == [[b"bob@example.org"]]
+
+
+def test_subject_trigger_raises_to_required_and_is_removed(secure, smime_pki):
+    r = secure()
+    msg = MSG.replace(b"Subject: Quarterly", b"Subject: [secure] Quarterly")
+    # nokey@ has no key: the message must not go out at all.
+    with pytest.raises(smtplib.SMTPDataError) as e:
+        send(r, "alice@example.org", ["bob@example.org", "nokey@example.org"], msg)
+    assert e.value.smtp_code == 550 and b"5.7.1" in e.value.smtp_error
+    assert r.up.messages == []
+    # Only keyed recipients: delivered encrypted, the tag gone everywhere.
+    assert send(r, "alice@example.org", ["bob@example.org"], msg) == {}
+    [bob] = [t.content for t in r.up.messages]
+    inner = cms_decrypt(bob, smime_pki["rsa1.pem"], smime_pki["rsa1.key"])
+    assert b"[secure]" not in bob and b"[secure]" not in inner
+    assert b"Subject: Quarterly figures" in bob
+
+
+def test_header_trigger_never_leaves(secure):
+    r = secure()
+    msg = MSG.replace(b"Subject:", b"X-Sealgate-Encrypt: required\r\nSubject:")
+    with pytest.raises(smtplib.SMTPDataError):
+        send(r, "alice@example.org", ["nokey@example.org"], msg)
+    assert send(r, "alice@example.org", ["bob@example.org"], msg) == {}
+    assert all(b"x-sealgate" not in t.content.lower() for t in r.up.messages)
+
+
+def test_unauthorised_from_is_not_signed(secure):
+    r = secure()
+    msg = MSG.replace(b"From: Alice <alice@example.org>", b"From: Mallory <mallory@example.org>")
+    assert send(r, "alice@example.org", ["nokey@example.org"], msg) == {}
+    [t] = r.up.messages
+    assert t.content == msg.replace(b"Bcc: dave@example.org\r\n", b"") or t.content == msg
+    assert b"multipart/signed" not in t.content
+    # Two From mailboxes: not signed either.
+    msg2 = MSG.replace(b"From: Alice <alice@example.org>", b"From: alice@example.org, eve@example.org")
+    assert send(r, "alice@example.org", ["nokey@example.org"], msg2) == {}
+    assert b"multipart/signed" not in r.up.messages[-1].content
+
+
+def test_upstream_refusing_one_recipient_at_rcpt(secure):
+    r = secure(upstream={"rcpt_replies": {"peggy@example.org": "550 5.1.1 no such user"}})
+    refused = send(r, "alice@example.org", ["bob@example.org", "peggy@example.org"], MSG)
+    assert refused == {"peggy@example.org": (550, b"5.1.1 no such user")}
+    assert [t.rcpt_addrs for t in r.up.messages] == [[b"bob@example.org"]]
+
+
+def test_failure_on_the_second_copy_is_451_never_250(secure):
+    r = secure(upstream={"final_reply": [250, "451 4.3.0 disk full"]})
+    with pytest.raises(smtplib.SMTPDataError) as e:
+        send(r, "alice@example.org", ["bob@example.org", "peggy@example.org"], MSG)
+    assert e.value.smtp_code == 451 and b"4.3.0" in e.value.smtp_error
+    assert len(r.up.messages) == 2  # the second one was answered 451 by the upstream
+
+
+def test_already_encrypted_input_passes_untouched(secure, pgp):
+    r = secure()
+    armored = b"-----BEGIN PGP MESSAGE-----\r\n\r\nhQEMA1234\r\n-----END PGP MESSAGE-----\r\n"
+    msg = (b"From: Alice <alice@example.org>\r\nTo: bob@example.org\r\nSubject: x\r\n"
+           b"MIME-Version: 1.0\r\nContent-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\"; boundary=\"b\"\r\n\r\n"
+           b"--b\r\nContent-Type: application/pgp-encrypted\r\n\r\nVersion: 1\r\n--b\r\n"
+           b"Content-Type: application/octet-stream\r\n\r\n" + armored + b"--b--\r\n")
+    assert send(r, "alice@example.org", ["bob@example.org"], msg) == {}
+    assert [t.content for t in r.up.messages] == [msg]
