@@ -16,6 +16,8 @@ import subprocess
 import tempfile
 import time
 import uuid
+import email
+import email.policy
 from pathlib import Path
 
 import pytest
@@ -178,3 +180,101 @@ def test_dsn_params_accepted_by_postfix(postfix, sealgate_factory, pki):
         assert final.code == 250, final
         c.quit()
     assert_body_intact(postfix.wait_for_message(marker.encode()), msg)
+
+
+# --------------------------------------------------------------------------- sealed mail
+def wait_for_all(postfix, marker: bytes, n: int, timeout: float = 30.0) -> list:
+    deadline = time.monotonic() + timeout
+    found = []
+    while time.monotonic() < deadline:
+        found = []
+        for sub in ("new", "cur"):
+            d = postfix.maildir / sub
+            if d.is_dir():
+                found += [f.read_bytes() for f in d.iterdir() if marker in f.read_bytes()]
+        if len(found) >= n:
+            return found
+        time.sleep(0.1)
+    raise AssertionError(f"{len(found)} of {n} copies with {marker!r} delivered; log:\n{postfix.log()[-3000:]}")
+
+
+def split_signed(message: bytes) -> tuple[bytes, bytes]:
+    """(signed entity bytes exactly as between the boundaries, base64 signature) of a
+    multipart/signed message with CRLF line ends."""
+    m = email.message_from_bytes(message, policy=email.policy.compat32)
+    boundary = m.get_param("boundary").encode()
+    parts = message.split(b"\r\n--" + boundary)
+    # parts: preamble, "\r\n" + entity, "\r\n" + signature part, "--\r\n" (epilogue)
+    entity = parts[1][2:]
+    signature_part = parts[2].split(b"\r\n\r\n", 1)[1]
+    return entity, signature_part
+
+
+def test_sealed_copies_survive_a_real_postfix_hop(postfix, sealgate_factory, pki, tmp_path):
+    """S/MIME and PGP/MIME produced by sealgate, relayed by Postfix into a Maildir, then
+    decrypted and verified there by openssl cms, gpgsm and gpg: canonicalisation holds."""
+    from support.crypto import Gpg, cms_decrypt, cms_verify, make_smime_pki, run
+    from conftest import SEALGATE_BIN
+
+    spki = make_smime_pki(str(tmp_path / "pki"))
+    peggy, alice = Gpg(), Gpg()
+    try:
+        peggy_fpr = peggy.generate("Peggy <peggy@example.org>")
+        alice_fpr = alice.generate("Alice <alice@example.org>")
+        peggy.import_(alice.export(alice_fpr))
+        (tmp_path / "peggy.asc").write_bytes(peggy.export(peggy_fpr))
+        (tmp_path / "alice.asc").write_bytes(alice.export(alice_fpr, secret=True))
+        sg = sealgate_factory(postfix.address, extra={"policy": {"encrypt": "opportunistic", "sign": True}})
+        for args in ([spki["rsa1.pem"], str(tmp_path / "peggy.asc")],
+                     ["--private", spki["signer.pem"], spki["signer.key"]],
+                     ["--private", str(tmp_path / "alice.asc")]):
+            p = subprocess.run([SEALGATE_BIN, "keys", "import", *args, "--config", str(sg.config_path)],
+                               capture_output=True, text=True, timeout=60)
+            assert p.returncode == 0, p.stderr
+        marker = uuid.uuid4().hex
+        msg = make_message(marker).replace(
+            b"From: Alice <alice@x.test>\r\nTo: Bob <bob@e2e.test>\r\n",
+            b"From: Alice <alice@example.org>\r\nTo: bob@example.org, peggy@example.org, nokey@example.org\r\n")
+        ctx = ssl.create_default_context(cafile=pki["ca"])
+        with smtplib.SMTP("127.0.0.1", sg.port, timeout=60) as s:
+            s.starttls(context=ctx)
+            assert not s.sendmail("alice@example.org",
+                                  ["bob@example.org", "peggy@example.org", "nokey@example.org"], msg)
+        delivered = [d.replace(b"\n", b"\r\n") for d in wait_for_all(postfix, marker.encode(), 3)]
+        by_type = {email.message_from_bytes(d).get_content_type(): d for d in delivered}
+        assert set(by_type) == {"application/pkcs7-mime", "multipart/encrypted", "multipart/signed"}, by_type.keys()
+
+        # S/MIME for Bob: openssl decrypts and verifies the signature inside.
+        inner = cms_decrypt(by_type["application/pkcs7-mime"], spki["rsa1.pem"], spki["rsa1.key"])
+        assert b"last line " + marker.encode() in cms_verify(inner, spki["ca.pem"])
+
+        # Signed only (nokey): openssl and gpgsm verify after the hop.
+        signed = by_type["multipart/signed"]
+        assert b"last line " + marker.encode() in cms_verify(signed, spki["ca.pem"])
+        entity, sig_b64 = split_signed(signed)
+        home = tmp_path / "gpgsm"
+        home.mkdir(mode=0o700)
+        env = dict(os.environ, GNUPGHOME=str(home))
+        (home / "gpgsm.conf").write_text("disable-crl-checks\n")
+        run(["gpgsm", "--batch", "--import", spki["ca.pem"]], env=env)
+        fpr = run(["gpgsm", "--batch", "--with-colons", "--list-keys"], env=env).stdout.decode()
+        ca_fpr = next(l.split(":")[9] for l in fpr.splitlines() if l.startswith("fpr:"))
+        (home / "trustlist.txt").write_text(f"{ca_fpr} S relax\n")
+        import base64
+        (tmp_path / "sig.p7s").write_bytes(base64.b64decode(b"".join(sig_b64.split())))
+        (tmp_path / "entity").write_bytes(entity)
+        v = run(["gpgsm", "--batch", "--status-fd", "2", "--verify", str(tmp_path / "sig.p7s"),
+                 str(tmp_path / "entity")], env=env, check=False)
+        status = v.stderr.decode(errors="replace")
+        assert "[GNUPG:] GOODSIG" in status and "[GNUPG:] VALIDSIG" in status, status
+
+        # PGP/MIME for Peggy: gpg decrypts and verifies Alice's signature.
+        pm = email.message_from_bytes(by_type["multipart/encrypted"])
+        armored = [p.get_payload(decode=True) for p in pm.walk()
+                   if p.get_content_type() == "application/octet-stream"][0]
+        plain, status = peggy.decrypt(armored)
+        assert "[GNUPG:] GOODSIG" in status and "DECRYPTION_OKAY" in status, status
+        assert b"last line " + marker.encode() in plain
+    finally:
+        peggy.close()
+        alice.close()
