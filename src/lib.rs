@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod demo;
+pub mod explain;
 pub mod inbound;
 pub mod keys_cli;
 pub mod mime;

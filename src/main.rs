@@ -51,6 +51,11 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Explain the encryption policy.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
     /// Run the proxy on loopback in front of a built-in TLS sink, with throwaway certificates.
     #[command(
         after_help = "Example:\n  sealgate demo\n  swaks --server 127.0.0.1:2525 --tls --to bob@example.net"
@@ -66,6 +71,85 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:2526")]
         sink: std::net::SocketAddr,
     },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Per recipient: the rule that matched, the key chosen (or why none is usable), the format,
+    /// and whether the message would be signed.
+    #[command(
+        after_help = "Example:\n  sealgate policy explain --config /etc/sealgate/sealgate.toml --from alice@example.org --to bob@partner.example --to carol@example.net"
+    )]
+    Explain {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// Envelope sender (assumed to be the one From mailbox).
+        #[arg(long)]
+        from: String,
+        /// A recipient (repeat for several).
+        #[arg(long, required = true)]
+        to: Vec<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn explain(config: &std::path::Path, from: &str, to: &[String], json: bool) -> ExitCode {
+    let config = match Config::load(config) {
+        Ok(c) => c,
+        Err(errors) => {
+            eprint!("{errors}");
+            return ExitCode::from(2);
+        }
+    };
+    let anchors = match &config.smime_trust_anchors {
+        None => None,
+        Some(p) => match std::fs::read(p)
+            .map_err(|e| e.to_string())
+            .and_then(|d| sealgate::store::x509::load_anchors(&d).map_err(|e| e.to_string()))
+        {
+            Ok(a) => Some(a),
+            Err(e) => {
+                eprintln!("sealgate: {}: {e}", p.display());
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    // Ask a running server to let go of the store while we read it.
+    let request = config
+        .store_path
+        .join(sealgate::store::sled_store::WRITE_REQUEST);
+    let asked = config.store_path.is_dir() && std::fs::write(&request, b"").is_ok();
+    if asked {
+        // The server's watcher looks every 200 ms and reopens only at its next lookup.
+        std::thread::sleep(std::time::Duration::from_millis(400));
+        let _ = std::fs::remove_file(&request);
+    }
+    let keys = sealgate::transform::StoreKeys::open(config.store_path.clone(), anchors);
+    let result = keys.and_then(|k| {
+        sealgate::explain::explain(
+            &config.policy,
+            k.as_ref(),
+            from,
+            to,
+            std::time::SystemTime::now(),
+        )
+    });
+    match result {
+        Ok(v) if json => {
+            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            ExitCode::SUCCESS
+        }
+        Ok(v) => {
+            print!("{}", sealgate::explain::render_text(&v));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("sealgate: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn init_logging() {
@@ -131,6 +215,15 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Policy {
+            command:
+                PolicyCommand::Explain {
+                    config,
+                    from,
+                    to,
+                    json,
+                },
+        } => explain(&config, &from, &to, json),
         Command::Demo { dir, listen, sink } => runtime(async move {
             match sealgate::demo::run(sealgate::demo::DemoOptions { dir, listen, sink }).await {
                 Ok(()) => ExitCode::SUCCESS,

@@ -221,3 +221,26 @@ def test_already_encrypted_input_passes_untouched(secure, pgp):
            b"Content-Type: application/octet-stream\r\n\r\n" + armored + b"--b--\r\n")
     assert send(r, "alice@example.org", ["bob@example.org"], msg) == {}
     assert [t.content for t in r.up.messages] == [msg]
+
+
+def test_policy_explain_matches_what_the_relay_does(secure):
+    import json
+    r = secure()
+    args = [SEALGATE_BIN, "policy", "explain", "--config", str(r.sg.config_path),
+            "--from", "alice@example.org", "--to", "bob@example.org", "--to", "peggy@example.org",
+            "--to", "nokey@example.org", "--to", "x@eu.required.test"]
+    p = subprocess.run(args + ["--json"], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    v = json.loads(p.stdout)
+    by = {x["address"]: x for x in v["recipients"]}
+    assert by["bob@example.org"]["outcome"] == "smime" and by["bob@example.org"]["key"].startswith("x509:")
+    assert by["peggy@example.org"]["outcome"] == "openpgp" and by["peggy@example.org"]["key"].startswith("pgp:")
+    assert by["nokey@example.org"]["outcome"] == "plain" and by["nokey@example.org"]["rule"] is None
+    req = by["x@eu.required.test"]
+    assert req["outcome"] == "refuse" and req["rule"]["match"] == "*.required.test"
+    assert v["signing"]["signed"] == "yes"
+    text = subprocess.run(args, capture_output=True, text=True, timeout=60)
+    assert text.returncode == 0 and "policy.rule[0] (*.required.test)" in text.stdout
+    assert "signing as alice@example.org: yes" in text.stdout
+    # The server still works after the CLI borrowed its store.
+    assert send(r, "alice@example.org", ["bob@example.org"], MSG) == {}

@@ -1,0 +1,139 @@
+//! `sealgate policy explain`: what the policy would do for a sender and recipients, with the
+//! same code the relay uses (key lookups through [`KeySource`], then the pure decisions).
+
+use std::time::SystemTime;
+
+use der::Encode;
+use serde_json::{json, Value};
+use sha2::Digest;
+
+use crate::policy::{
+    decide_recipient, decide_signing, message_sign_mode, Outcome, PolicyConfig, SenderFacts,
+    SigningDecision,
+};
+use crate::transform::{KeySource, KeysUnavailable};
+
+fn outcome_name(o: Outcome) -> &'static str {
+    match o {
+        Outcome::Smime => "smime",
+        Outcome::Openpgp => "openpgp",
+        Outcome::Plain => "plain",
+        Outcome::Refuse => "refuse",
+    }
+}
+
+/// The explanation as JSON (the text form is rendered from it).
+pub fn explain(
+    policy: &PolicyConfig,
+    keys: &dyn KeySource,
+    from: &str,
+    to: &[String],
+    now: SystemTime,
+) -> Result<Value, KeysUnavailable> {
+    let mut recipients = Vec::new();
+    for address in to {
+        let found = keys.recipient(address, now)?;
+        let d = decide_recipient(policy, address, &found.availability(), false);
+        let key = match d.outcome {
+            Outcome::Smime => found.smime.first().map(|c| {
+                let fpr = c
+                    .to_der()
+                    .map(|der| hex(&sha2::Sha256::digest(der)))
+                    .unwrap_or_default();
+                format!("x509:{fpr} ({})", c.tbs_certificate.subject)
+            }),
+            Outcome::Openpgp => found
+                .openpgp
+                .first()
+                .map(|r| format!("pgp:{}", r.cert().fingerprint())),
+            _ => None,
+        };
+        recipients.push(json!({
+            "address": address,
+            "rule": d.rule_match.as_ref().map(|m| json!({"index": d.rule, "match": m})),
+            "encrypt": format!("{:?}", d.encrypt).to_lowercase(),
+            "format": format!("{:?}", d.format).to_lowercase(),
+            "outcome": outcome_name(d.outcome),
+            "key": key,
+            "reason": d.reason,
+            "unusable": found.unusable,
+        }));
+    }
+    let addresses: Vec<&str> = to.iter().map(String::as_str).collect();
+    let mode = message_sign_mode(policy, &addresses);
+    let sender = keys.sender(from, now)?;
+    let mailboxes = vec![from.to_string()];
+    let signing = decide_signing(
+        mode,
+        &SenderFacts {
+            envelope_from: from,
+            from_fields: 1,
+            from_mailboxes: &mailboxes,
+            authenticated: None,
+            identity: sender.any(),
+        },
+    );
+    let (signed, why) = match signing {
+        SigningDecision::Sign => (
+            "yes",
+            format!(
+                "identities: {}{}",
+                if sender.smime.is_some() {
+                    "S/MIME "
+                } else {
+                    ""
+                },
+                if sender.openpgp.is_some() {
+                    "OpenPGP"
+                } else {
+                    ""
+                }
+            ),
+        ),
+        SigningDecision::Unsigned(w) => ("no", w),
+        SigningDecision::Refuse(w) => ("refuse", w),
+    };
+    Ok(json!({
+        "from": from,
+        "signing": {"mode": format!("{mode:?}"), "signed": signed, "reason": why.trim(),
+                    "assumes": "one From mailbox equal to the envelope sender, client not authenticated"},
+        "recipients": recipients,
+    }))
+}
+
+/// Human-readable form.
+pub fn render_text(v: &Value) -> String {
+    let mut out = String::new();
+    let s = |v: &Value| v.as_str().unwrap_or("-").to_string();
+    for r in v["recipients"].as_array().into_iter().flatten() {
+        let rule = match r["rule"].as_object() {
+            Some(o) => format!("policy.rule[{}] ({})", o["index"], s(&o["match"])),
+            None => "global [policy]".into(),
+        };
+        out.push_str(&format!(
+            "{}\n  rule:    {rule}\n  encrypt: {}  format: {}\n  outcome: {}\n  key:     {}\n  why:     {}\n",
+            s(&r["address"]),
+            s(&r["encrypt"]),
+            s(&r["format"]),
+            s(&r["outcome"]),
+            s(&r["key"]),
+            s(&r["reason"]),
+        ));
+        for u in r["unusable"].as_array().into_iter().flatten() {
+            out.push_str(&format!("  unusable: {}\n", s(u)));
+        }
+    }
+    let sig = &v["signing"];
+    out.push_str(&format!(
+        "signing as {}: {} ({}; mode {})\n",
+        s(&v["from"]),
+        s(&sig["signed"]),
+        s(&sig["reason"]),
+        s(&sig["mode"])
+    ));
+    out
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
