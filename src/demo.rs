@@ -54,6 +54,8 @@ pub fn make_pki(dir: &Path) -> Result<(), DemoError> {
 
 pub struct DemoOptions {
     pub dir: PathBuf,
+    /// Demo key material (keys/demo) to seed the throwaway store with.
+    pub keys: PathBuf,
     pub listen: SocketAddr,
     pub sink: SocketAddr,
 }
@@ -97,6 +99,20 @@ hostname = "sealgate.localhost"
 [store]
 path = "store"
 
+[policy]
+encrypt = "opportunistic"          # encrypt when a usable key exists
+sign = true                        # sign when the sender has an identity
+format = "auto"                    # S/MIME if a usable certificate, else OpenPGP
+subject_trigger = "[secure]"       # "[secure]" in the Subject: encryption required
+
+[[policy.rule]]
+match = "*.required.test"          # encryption required for this domain and its subdomains
+encrypt = "required"
+
+[[policy.rule]]
+match = "alice2@example.test"      # this one gets OpenPGP
+format = "openpgp"
+
 [[listen]]
 address = "{listen}"
 tls = "starttls"
@@ -115,12 +131,16 @@ server_name = "localhost"
     let config_path = dir.join("sealgate.toml");
     write(&config_path, &config_text)?;
     let config = Config::load(&config_path).map_err(DemoError::Config)?;
+    let seeded = seed_store(&config.store_path, &opts.keys);
     let server = Server::bind(&config).await?;
     let addr = server
         .local_addrs()
         .first()
         .map(|(a, _)| *a)
         .unwrap_or(opts.listen);
+    let seeded = seeded
+        .replace("ADDR", &addr.to_string())
+        .replace("MAIL", &mail_dir.display().to_string());
     println!(
         "sealgate demo\n\
          \n  proxy     smtp://{addr} (STARTTLS offered; certificate from {tls})\
@@ -130,6 +150,7 @@ server_name = "localhost"
          \n\nSend a message:\
          \n  swaks --server {addr} --tls --from alice@example.org --to bob@example.net\
          \n  python3 -c 'import smtplib; s=smtplib.SMTP(\"{ip}\", {port}); s.starttls(); s.sendmail(\"alice@example.org\", [\"bob@example.net\"], \"Subject: hi\\r\\n\\r\\nhello\\r\\n\"); s.quit()'\
+         \n{seeded}\
          \n\nStop with Ctrl-C.",
         tls = tls_dir.display(),
         mail = mail_dir.display(),
@@ -139,4 +160,65 @@ server_name = "localhost"
     );
     server.run(server::shutdown_signal()).await;
     Ok(())
+}
+
+/// Imports the demo keys (keys/demo) into the demo's store, through the same code as
+/// `sealgate keys import`. Returns what to tell the user.
+fn seed_store(store: &Path, keys: &Path) -> String {
+    use crate::keys_cli::{self, KeysCommand};
+    if !keys.join("alice-smime.pem").exists() {
+        return format!(
+            "\nNo demo keys at {} (run from the repository, or pass --keys): the store is empty, \
+             so every message is relayed as is.",
+            keys.display()
+        );
+    }
+    let f = |name: &str| keys.join(name).display().to_string();
+    let now = std::time::SystemTime::now();
+    let imports = [
+        (
+            false,
+            None,
+            vec![
+                f("bob-rsa2048.pem"),
+                f("carol-ec-p256.pem"),
+                f("peggy-ed25519.asc"),
+                f("victor-rsa3072.asc"),
+            ],
+        ),
+        (true, None, vec![f("alice-smime.pem"), f("alice-smime.key")]),
+        (true, None, vec![f("alice-openpgp-secret.asc")]),
+        (
+            true,
+            Some(keys.join("passphrase.txt")),
+            vec![f("alice2-openpgp-secret-protected.asc")],
+        ),
+    ];
+    for (private, passphrase_file, files) in imports {
+        let cmd = KeysCommand::Import {
+            private,
+            passphrase_file,
+            json: false,
+            files: files.into_iter().map(PathBuf::from).collect(),
+        };
+        if keys_cli::run(cmd, store, None, now) != std::process::ExitCode::SUCCESS {
+            return "\nSeeding the demo store failed (see above): messages are relayed as is."
+                .into();
+        }
+    }
+    format!(
+        "\nKey store seeded from {k} (demo keys, public on purpose: never use them for real mail):\
+         \n  S/MIME recipients bob@, carol@, alice@example.test; OpenPGP peggy@, victor@, alice2@example.test;\
+         \n  sender identities alice@example.test (S/MIME + OpenPGP), alice2@example.test (OpenPGP)\
+         \n\nSend signed and encrypted mail to yourself, then open it:\
+         \n  swaks --server ADDR --tls --from alice@example.test --to alice@example.test,alice2@example.test\
+         \n  openssl cms -decrypt -recip {k}/alice-smime.pem -inkey {k}/alice-smime.key -in MAIL/1.eml \\\
+         \n    | openssl cms -verify -CAfile {k}/ca.pem\
+         \n  GNUPGHOME=$(mktemp -d) sh -c 'gpg --batch --passphrase-file {k}/passphrase.txt --pinentry-mode loopback \\\
+         \n    --import {k}/alice2-openpgp-secret-protected.asc {k}/alice-openpgp.asc && \\\
+         \n    gpg --batch --passphrase-file {k}/passphrase.txt --pinentry-mode loopback --decrypt MAIL/2.eml'\
+         \n  (MAIL/2.eml is PGP/MIME: gpg reads the armored part inside it.)\
+         \nA recipient under *.required.test has no key: it is refused with 550 5.7.1.",
+        k = keys.display()
+    )
 }

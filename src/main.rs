@@ -70,6 +70,9 @@ enum Command {
         /// Where the built-in upstream sink listens.
         #[arg(long, default_value = "127.0.0.1:2526")]
         sink: std::net::SocketAddr,
+        /// Demo key material to seed the throwaway key store with.
+        #[arg(long, default_value = "keys/demo")]
+        keys: PathBuf,
     },
 }
 
@@ -224,8 +227,19 @@ fn main() -> ExitCode {
                     json,
                 },
         } => explain(&config, &from, &to, json),
-        Command::Demo { dir, listen, sink } => runtime(async move {
-            match sealgate::demo::run(sealgate::demo::DemoOptions { dir, listen, sink }).await {
+        Command::Demo {
+            dir,
+            listen,
+            sink,
+            keys,
+        } => runtime(async move {
+            let opts = sealgate::demo::DemoOptions {
+                dir,
+                keys,
+                listen,
+                sink,
+            };
+            match sealgate::demo::run(opts).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("sealgate demo: {e}");

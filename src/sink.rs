@@ -119,7 +119,23 @@ pub async fn spawn(
 ) -> std::io::Result<(SocketAddr, Arc<AtomicU64>, tokio::task::JoinHandle<()>)> {
     let listener = TcpListener::bind(address).await?;
     let local = listener.local_addr()?;
-    let counter = Arc::new(AtomicU64::new(0));
+    // Continue the numbering of a folder used before rather than overwrite its messages.
+    let existing = dir
+        .as_ref()
+        .and_then(|d| std::fs::read_dir(d).ok())
+        .map_or(0, |entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter_map(|e| {
+                    e.path()
+                        .file_stem()
+                        .and_then(|s| s.to_str())
+                        .and_then(|s| s.parse::<u64>().ok())
+                })
+                .max()
+                .unwrap_or(0)
+        });
+    let counter = Arc::new(AtomicU64::new(existing));
     let task = tokio::spawn(run(
         listener,
         Arc::new(rt),

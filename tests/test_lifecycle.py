@@ -87,8 +87,9 @@ def test_implicit_tls_on_both_sides(relay_factory, pki):
 
 def test_demo_relays_a_message_into_its_folder(tmp_path):
     demo = tmp_path / "demo"
+    keys = Path(__file__).resolve().parent.parent / "keys" / "demo"
     proc = subprocess.Popen([SEALGATE_BIN, "demo", "--dir", str(demo), "--listen", "127.0.0.1:0",
-                             "--sink", "127.0.0.1:0"], stdout=subprocess.PIPE,
+                             "--sink", "127.0.0.1:0", "--keys", str(keys)], stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, text=True)
     try:
         port = None
@@ -111,6 +112,20 @@ def test_demo_relays_a_message_into_its_folder(tmp_path):
         assert "MAIL FROM:<alice@example.org>" in envelope
         assert "RCPT TO:<bob@example.net>" in envelope
         assert (demo / "sealgate.toml").exists()
+        # The store is seeded from keys/demo: mail to alice@example.test is S/MIME, signed and
+        # encrypted, and opens with the demo key as the demo's instructions say.
+        secret = MSG.replace(b"From: a@x.test\r\nTo: b@y.test", b"From: alice@example.test\r\nTo: alice@example.test")
+        with smtplib.SMTP("127.0.0.1", port, timeout=30) as s:
+            s.starttls(context=client_ssl_context(str(demo / "tls" / "ca.pem")))
+            s.sendmail("alice@example.test", ["alice@example.test"], secret)
+        sealed = (demo / "mail" / "2.eml").read_bytes()
+        assert b"application/pkcs7-mime" in sealed and b"body line" not in sealed
+        inner = subprocess.run(["openssl", "cms", "-decrypt", "-recip", str(keys / "alice-smime.pem"),
+                                "-inkey", str(keys / "alice-smime.key"), "-in", str(demo / "mail" / "2.eml")],
+                               capture_output=True, check=True).stdout
+        content = subprocess.run(["openssl", "cms", "-verify", "-CAfile", str(keys / "ca.pem")],
+                                 input=inner, capture_output=True, check=True).stdout
+        assert b"body line" in content
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(10) == 0
