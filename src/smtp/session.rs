@@ -367,6 +367,18 @@ impl Session {
         self.actions.push_back(Action::Send(reply));
     }
 
+    /// SECURITY.md I1: a bare CR or LF in content is never a line end; the message is dropped
+    /// and the connection closed, so nothing after it can be taken for a command.
+    fn refuse_bare_line_ending(&mut self) {
+        self.actions.push_back(Action::MessageAbort);
+        self.actions.push_back(Action::Reset);
+        self.close_with(Reply::new(
+            521,
+            "5.5.2",
+            "Bare CR or LF in message content, closing connection",
+        ));
+    }
+
     fn close_with(&mut self, reply: Reply) {
         self.send(reply);
         self.actions.push_back(Action::Close);
@@ -639,13 +651,7 @@ impl Session {
         let fed = match fed {
             Ok(fed) => fed,
             Err(_) => {
-                self.actions.push_back(Action::MessageAbort);
-                self.actions.push_back(Action::Reset);
-                self.close_with(Reply::new(
-                    521,
-                    "5.5.2",
-                    "Bare CR or LF in message content, closing connection",
-                ));
+                self.refuse_bare_line_ending();
                 return true;
             }
         };
@@ -687,13 +693,7 @@ impl Session {
             if let (Phase::Bdat { .. }, Some(tx)) = (&self.phase, self.tx.as_mut()) {
                 let checker = tx.bdat.get_or_insert_with(BdatChecker::default);
                 if checker.check(&chunk).is_err() {
-                    self.actions.push_back(Action::MessageAbort);
-                    self.actions.push_back(Action::Reset);
-                    self.close_with(Reply::new(
-                        521,
-                        "5.5.2",
-                        "Bare CR or LF in message content, closing connection",
-                    ));
+                    self.refuse_bare_line_ending();
                     return true;
                 }
                 tx.size += chunk.len() as u64;
@@ -716,13 +716,7 @@ impl Session {
                     None => (Ok(()), 0),
                 };
                 if finished.is_err() {
-                    self.actions.push_back(Action::MessageAbort);
-                    self.actions.push_back(Action::Reset);
-                    self.close_with(Reply::new(
-                        521,
-                        "5.5.2",
-                        "Bare CR or LF in message content, closing connection",
-                    ));
+                    self.refuse_bare_line_ending();
                 } else {
                     self.finish_message(longest);
                 }
