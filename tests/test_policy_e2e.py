@@ -244,3 +244,14 @@ def test_policy_explain_matches_what_the_relay_does(secure):
     assert "signing as alice@example.org: yes" in text.stdout
     # The server still works after the CLI borrowed its store.
     assert send(r, "alice@example.org", ["bob@example.org"], MSG) == {}
+
+
+def test_result_header_is_off_by_default_and_added_when_asked(secure):
+    r = secure()
+    assert send(r, "alice@example.org", ["bob@example.org"], MSG) == {}
+    assert b"X-Sealgate-Result" not in r.up.messages[-1].content
+    r2 = secure(policy={**POLICY, "result_header": True})
+    assert send(r2, "alice@example.org", ["bob@example.org", "nokey@example.org"], MSG) == {}
+    got = copies(r2)
+    assert got["bob@example.org"].startswith(b"X-Sealgate-Result: encrypted=smime; signed=yes\r\n")
+    assert got["nokey@example.org"].startswith(b"X-Sealgate-Result: encrypted=no; signed=yes\r\n")

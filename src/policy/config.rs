@@ -160,6 +160,9 @@ pub struct PolicyConfig {
     pub subject_trigger: Option<String>,
     /// Honour `X-Sealgate-Encrypt: required` (the header never leaves).
     pub header_trigger: bool,
+    /// Add an `X-Sealgate-Result` field (what was done to this copy) to every copy that
+    /// sealgate changed, for internal routing and audits. Off by default.
+    pub result_header: bool,
     pub rules: Vec<Rule>,
 }
 
@@ -173,6 +176,7 @@ impl Default for PolicyConfig {
             encrypt_to_self: false,
             subject_trigger: None,
             header_trigger: true,
+            result_header: false,
             rules: Vec::new(),
         }
     }
@@ -195,6 +199,7 @@ pub(crate) struct RawPolicy {
     encrypt_to_self: Option<bool>,
     subject_trigger: Option<String>,
     header_trigger: Option<bool>,
+    result_header: Option<bool>,
     #[serde(default)]
     rule: Vec<RawRule>,
 }
@@ -269,6 +274,7 @@ impl PolicyConfig {
             encrypt_to_self: raw.encrypt_to_self.unwrap_or(d.encrypt_to_self),
             subject_trigger: raw.subject_trigger,
             header_trigger: raw.header_trigger.unwrap_or(d.header_trigger),
+            result_header: raw.result_header.unwrap_or(d.result_header),
             rules,
         })
     }

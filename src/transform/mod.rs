@@ -195,12 +195,35 @@ pub fn seal_message(
             tracing::warn!(error = %e, "sealing failed");
             e.client_reply()
         })?;
+        let signed = copy_is_signed(copy.seal, &sender, sign);
+        let content = if policy.result_header {
+            with_result_header(sealed, copy.seal, signed)
+        } else {
+            sealed
+        };
         copies.push(ReadyCopy {
-            signed: copy_is_signed(copy.seal, &sender, sign),
+            signed,
             recipients: copy.recipients,
             seal: copy.seal,
-            content: sealed,
+            content,
         });
     }
     Ok(Sealed::Copies(copies))
+}
+
+/// Prepends `X-Sealgate-Result: encrypted=smime; signed=yes` (names the formats only: nothing
+/// about keys or content).
+fn with_result_header(content: Vec<u8>, seal: Outcome, signed: bool) -> Vec<u8> {
+    let encrypted = match seal {
+        Outcome::Smime => "smime",
+        Outcome::Openpgp => "openpgp",
+        _ => "no",
+    };
+    let mut out = format!(
+        "X-Sealgate-Result: encrypted={encrypted}; signed={}\r\n",
+        if signed { "yes" } else { "no" }
+    )
+    .into_bytes();
+    out.extend_from_slice(&content);
+    out
 }
