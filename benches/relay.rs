@@ -1,5 +1,6 @@
-//! Relay throughput: 4 KB messages over STARTTLS, a new connection per message, N concurrent
-//! sessions; client -> sink directly vs client -> sealgate -> sink, measured in one run.
+//! Relay throughput over STARTTLS, a new connection per message, N concurrent sessions;
+//! client -> sink directly vs client -> sealgate -> sink, measured in one run: 4 KB and 10 KB
+//! without crypto, 10 KB S/MIME sign+encrypt (RSA-2048), 10 KB OpenPGP sign+encrypt (Ed25519).
 //!
 //!     cargo bench --bench relay -- [messages] [concurrency]
 //!
@@ -49,20 +50,25 @@ fn client(addr: SocketAddr, ca: &Path) -> Connector {
     Connector::new(cfg, tls, limits()).expect("connector")
 }
 
-fn message() -> Vec<u8> {
-    let mut m = b"From: a@bench.test\r\nTo: b@bench.test\r\nSubject: bench\r\n\r\n".to_vec();
-    while m.len() < 4096 {
+fn message(from: &str, to: &str, size: usize) -> Vec<u8> {
+    let mut m = format!("From: {from}\r\nTo: {to}\r\nSubject: bench\r\n\r\n").into_bytes();
+    while m.len() < size {
         m.extend_from_slice(
             b"0123456789 abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ\r\n",
         );
     }
-    m.truncate(4094);
+    m.truncate(size - 2);
     m.extend_from_slice(b"\r\n");
     m
 }
 
-async fn load(target: Arc<Connector>, messages: usize, concurrency: usize) -> (f64, usize) {
-    let body = Arc::new(message());
+async fn load(
+    target: Arc<Connector>,
+    messages: usize,
+    concurrency: usize,
+    (from, to, size): (&'static str, &'static str, usize),
+) -> (f64, usize) {
+    let body = Arc::new(message(from, to, size));
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let failures = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let started = Instant::now();
@@ -113,7 +119,7 @@ async fn load(target: Arc<Connector>, messages: usize, concurrency: usize) -> (f
 fn main() {
     let args: Vec<String> = std::env::args().filter(|a| !a.starts_with("--")).collect();
     let messages: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(2000);
-    let concurrency: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(16);
+    let concurrency: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(32);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -142,6 +148,17 @@ fn main() {
             "[store]\npath = \"store\"\n[[listen]]\naddress = \"127.0.0.1:0\"\ntls = \"starttls\"\ncert = \"tls/server.pem\"\nkey = \"tls/server.key\"\n[upstream]\naddress = \"{sink}\"\ntls = \"starttls\"\nca_file = \"tls/ca.pem\"\nserver_name = \"localhost\"\n[limits]\nmax_connections = 10000\n"
         );
         let config = Config::parse(&config_text, dir.path()).expect("config");
+        // Seed the proxy's key store with the demo keys (RSA-2048 S/MIME, Ed25519 OpenPGP).
+        let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("keys/demo");
+        let f = |n: &str| demo.join(n);
+        for (private, files) in [
+            (false, vec![f("bob-rsa2048.pem"), f("peggy-ed25519.asc")]),
+            (true, vec![f("alice-smime.pem"), f("alice-smime.key")]),
+            (true, vec![f("alice-openpgp-secret.asc")]),
+        ] {
+            let cmd = sealgate::keys_cli::KeysCommand::Import { private, passphrase_file: None, json: false, files };
+            let _ = sealgate::keys_cli::run(cmd, &dir.path().join("store"), None, std::time::SystemTime::now());
+        }
         let server = Server::bind(&config).await.expect("bind");
         let proxy = server.local_addrs()[0].0;
         let (_stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -149,17 +166,23 @@ fn main() {
             let _ = stop_rx.await;
         }));
 
-        println!("4 KB messages, STARTTLS on every hop, new connection per message, {concurrency} sessions, {messages} messages per run");
+        println!("STARTTLS on every hop, a new connection per message, {concurrency} sessions, {messages} messages per run");
         let direct = Arc::new(client(sink, &ca));
         let via = Arc::new(client(proxy, &ca));
-        // Warm up both paths.
-        let _ = load(direct.clone(), 50, 4).await;
-        let _ = load(via.clone(), 50, 4).await;
-        for round in 1..=2 {
-            let (d, df) = load(direct.clone(), messages, concurrency).await;
-            let (p, pf) = load(via.clone(), messages, concurrency).await;
+        type Case = (&'static str, (&'static str, &'static str, usize));
+        let cases: [Case; 4] = [
+            ("4 KB, no crypto", ("nobody@bench.test", "b@bench.test", 4096)),
+            ("10 KB, no crypto", ("nobody@bench.test", "b@bench.test", 10 * 1024)),
+            ("10 KB, S/MIME sign+encrypt (RSA-2048)", ("alice@example.test", "bob@example.test", 10 * 1024)),
+            ("10 KB, OpenPGP sign+encrypt (Ed25519)", ("alice@example.test", "peggy@example.test", 10 * 1024)),
+        ];
+        let _ = load(direct.clone(), 50, 4, cases[0].1).await;
+        let _ = load(via.clone(), 50, 4, cases[0].1).await;
+        for (label, case) in cases {
+            let (d, df) = load(direct.clone(), messages, concurrency, case).await;
+            let (p, pf) = load(via.clone(), messages, concurrency, case).await;
             println!(
-                "round {round}: direct to sink {d:8.1} msg/s ({df} failed) | through sealgate {p:8.1} msg/s ({pf} failed) | ratio {:.2}",
+                "{label:40} direct to sink {d:8.1} msg/s ({df} failed) | through sealgate {p:8.1} msg/s ({pf} failed) | ratio {:.2}",
                 p / d
             );
         }
