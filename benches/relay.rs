@@ -140,12 +140,13 @@ fn main() {
             handshake_timeout: Duration::from_secs(10),
             memory_spool: 1 << 20,
             spool_dir: None,
+            sign_without_auth: false,
         };
         let (sink, count, _task) = sealgate::sink::spawn("127.0.0.1:0".parse().expect("addr"), sink_rt, None)
             .await
             .expect("sink");
         let config_text = format!(
-            "[store]\npath = \"store\"\n[[listen]]\naddress = \"127.0.0.1:0\"\ntls = \"starttls\"\ncert = \"tls/server.pem\"\nkey = \"tls/server.key\"\n[upstream]\naddress = \"{sink}\"\ntls = \"starttls\"\nca_file = \"tls/ca.pem\"\nserver_name = \"localhost\"\n[limits]\nmax_connections = 10000\n"
+            "[store]\npath = \"store\"\n[[listen]]\naddress = \"127.0.0.1:0\"\ntls = \"starttls\"\ncert = \"tls/server.pem\"\nkey = \"tls/server.key\"\nsign_without_auth = true\n[upstream]\naddress = \"{sink}\"\ntls = \"starttls\"\nca_file = \"tls/ca.pem\"\nserver_name = \"localhost\"\n[limits]\nmax_connections = 10000\n"
         );
         let config = Config::parse(&config_text, dir.path()).expect("config");
         // Seed the proxy's key store with the demo keys (RSA-2048 S/MIME, Ed25519 OpenPGP).

@@ -64,6 +64,8 @@ pub struct ListenerConfig {
     pub cert: Option<PathBuf>,
     pub key: Option<PathBuf>,
     pub require_tls: bool,
+    /// Clients of this listener may be signed for without AUTH (e.g. the internal MTA's port).
+    pub sign_without_auth: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -196,6 +198,8 @@ struct RawListen {
     key: Option<PathBuf>,
     #[serde(default)]
     require_tls: bool,
+    #[serde(default)]
+    sign_without_auth: bool,
 }
 
 #[derive(Deserialize)]
@@ -344,6 +348,7 @@ impl Config {
                 cert,
                 key,
                 require_tls: l.require_tls,
+                sign_without_auth: l.sign_without_auth,
             });
         }
 

@@ -86,6 +86,7 @@ pub async fn run(opts: DemoOptions) -> Result<(), DemoError> {
         handshake_timeout: std::time::Duration::from_secs(30),
         memory_spool: 1024 * 1024,
         spool_dir: None,
+        sign_without_auth: false,
     };
     let (sink_addr, _count, _sink) = crate::sink::spawn(opts.sink, sink_rt, Some(mail_dir.clone()))
         .await
@@ -119,6 +120,7 @@ tls = "starttls"
 cert = "tls/server.pem"
 key = "tls/server.key"
 require_tls = false
+sign_without_auth = true           # demo on loopback: clients may be signed for without AUTH
 
 [upstream]
 address = "{sink_addr}"

@@ -70,6 +70,7 @@ pub fn explain(
             from_fields: 1,
             from_mailboxes: &mailboxes,
             authenticated: None,
+            sign_without_auth: true,
             identity: sender.any(),
         },
     );
@@ -96,7 +97,7 @@ pub fn explain(
     Ok(json!({
         "from": from,
         "signing": {"mode": format!("{mode:?}"), "signed": signed, "reason": why.trim(),
-                    "assumes": "one From mailbox equal to the envelope sender, client not authenticated"},
+                    "assumes": "one From mailbox equal to the envelope sender, and a client authenticated as that sender or on a listener with sign_without_auth"},
         "recipients": recipients,
     }))
 }

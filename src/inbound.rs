@@ -41,6 +41,8 @@ pub struct ListenerRuntime {
     pub handshake_timeout: Duration,
     pub memory_spool: usize,
     pub spool_dir: Option<std::path::PathBuf>,
+    /// Messages from unauthenticated clients may be signed (listen.sign_without_auth).
+    pub sign_without_auth: bool,
 }
 
 enum ClientStream {
@@ -212,10 +214,10 @@ impl Connection<'_> {
                 if let Err(e) = spool.write(&bytes) {
                     tracing::error!(session = self.id, error = %e, "cannot spool message content");
                     self.spool = None;
-                    self.session.abort(Reply::new(
-                        451,
+                    self.session.fail_local(Reply::new(
+                        421,
                         "4.3.0",
-                        "Local error in processing, try again later",
+                        "Local error in processing, closing connection",
                     ));
                 }
             }

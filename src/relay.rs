@@ -63,11 +63,18 @@ pub struct RelayBackend {
     authenticated_as: Option<String>,
     /// The client authenticated through an upstream session that has since been lost.
     auth_lost: bool,
+    /// The listener lets unauthenticated clients be signed for.
+    sign_without_auth: bool,
 }
 
 impl RelayBackend {
     /// Starts connecting to the upstream at once, while the client is being greeted.
-    pub fn new(connector: Arc<Connector>, pipeline: Arc<Pipeline>, id: &str) -> Self {
+    pub fn new(
+        connector: Arc<Connector>,
+        pipeline: Arc<Pipeline>,
+        id: &str,
+        sign_without_auth: bool,
+    ) -> Self {
         let c = connector.clone();
         let handle = tokio::spawn(async move { c.connect().await });
         RelayBackend {
@@ -79,6 +86,7 @@ impl RelayBackend {
             auth: AuthProgress::None,
             authenticated_as: None,
             auth_lost: false,
+            sign_without_auth,
         }
     }
 
@@ -251,15 +259,18 @@ impl RelayBackend {
 }
 
 fn plain_identity(decoded: Option<Zeroizing<Vec<u8>>>) -> AuthProgress {
-    // authzid NUL authcid NUL password: the authorization identity if given, else authcid.
+    // authzid NUL authcid NUL password. Many servers check only authcid and ignore authzid, so
+    // the identity is authcid; an authzid that differs from it grants no identity at all.
     let Some(d) = decoded else {
         return AuthProgress::None;
     };
     let mut parts = d.split(|&b| b == 0);
     let authz = parts.next().unwrap_or_default();
     let authc = parts.next().unwrap_or_default();
-    let who = if authz.is_empty() { authc } else { authz };
-    AuthProgress::Done(String::from_utf8_lossy(who).into_owned())
+    if !authz.is_empty() && !authz.eq_ignore_ascii_case(authc) {
+        return AuthProgress::Done(String::new());
+    }
+    AuthProgress::Done(String::from_utf8_lossy(authc).into_owned())
 }
 
 fn login_user(decoded: Option<Zeroizing<Vec<u8>>>) -> AuthProgress {
@@ -400,12 +411,14 @@ impl Backend for RelayBackend {
         } = txn;
         let pipeline = self.pipeline.clone();
         let authenticated = self.authenticated_as.clone();
+        let sign_without_auth = self.sign_without_auth;
         let from = mail.address.clone();
         let started = std::time::Instant::now();
         let sealed = tokio::task::spawn_blocking(move || {
             let envelope = Envelope {
                 from: &from,
                 authenticated: authenticated.as_deref(),
+                sign_without_auth,
                 recipients: &accepted,
             };
             transform::seal_message(

@@ -118,6 +118,7 @@ impl Server {
                     .command_timeout
                     .min(std::time::Duration::from_secs(60)),
                 memory_spool: limits.memory_spool,
+                sign_without_auth: l.sign_without_auth,
                 spool_dir: config.spool_dir.clone(),
             };
             let listener =
@@ -190,7 +191,8 @@ impl Server {
                     tokio::spawn(async move {
                         let id = inbound::session_id();
                         tracing::debug!(session = %id, %peer, "connection");
-                        let mut backend = RelayBackend::new(connector, pipeline, &id);
+                        let mut backend =
+                            RelayBackend::new(connector, pipeline, &id, rt.sign_without_auth);
                         inbound::serve(tcp, peer, rt, &mut backend, &id).await;
                         drop(permit);
                     });

@@ -54,8 +54,9 @@ def keys_cli(sg, *args: str) -> subprocess.CompletedProcess:
 @pytest.fixture
 def secure(relay_factory, smime_pki, pgp, tmp_path):
     """A relay whose store is filled through the CLI while sealgate is running."""
-    def make(upstream=None, policy=None):
-        r = relay_factory(upstream=upstream, extra={"policy": policy or POLICY})
+    def make(upstream=None, policy=None, sign_without_auth=True):
+        r = relay_factory(upstream=upstream, extra={"policy": policy or POLICY},
+                          listen=[{"sign_without_auth": sign_without_auth}])
         peggy = tmp_path / "peggy.asc"
         peggy.write_bytes(pgp["peggy_pub"])
         alice_pgp = tmp_path / "alice-secret.asc"
@@ -189,7 +190,7 @@ def test_unauthorised_from_is_not_signed(secure):
     msg = MSG.replace(b"From: Alice <alice@example.org>", b"From: Mallory <mallory@example.org>")
     assert send(r, "alice@example.org", ["nokey@example.org"], msg) == {}
     [t] = r.up.messages
-    assert t.content == msg.replace(b"Bcc: dave@example.org\r\n", b"") or t.content == msg
+    assert t.content == msg.replace(b"Bcc: dave@example.org\r\n", b"")
     assert b"multipart/signed" not in t.content
     # Two From mailboxes: not signed either.
     msg2 = MSG.replace(b"From: Alice <alice@example.org>", b"From: alice@example.org, eve@example.org")
@@ -255,3 +256,42 @@ def test_result_header_is_off_by_default_and_added_when_asked(secure):
     got = copies(r2)
     assert got["bob@example.org"].startswith(b"X-Sealgate-Result: encrypted=smime; signed=yes\r\n")
     assert got["nokey@example.org"].startswith(b"X-Sealgate-Result: encrypted=no; signed=yes\r\n")
+
+
+def test_unauthenticated_clients_are_not_signed_for_by_default(secure):
+    r = secure(sign_without_auth=False)
+    assert send(r, "alice@example.org", ["nokey@example.org"], MSG) == {}
+    assert b"multipart/signed" not in r.up.messages[-1].content
+
+
+def test_authenticated_client_is_signed_for_only_as_itself(secure, smime_pki):
+    up = {"auth": {"user": "alice@example.org", "password": "pw"}}
+    r = secure(upstream=up, sign_without_auth=False)
+    with smtplib.SMTP("127.0.0.1", r.port, timeout=60) as s:
+        s.starttls(context=client_ssl_context(r.pki["ca"]))
+        s.login("alice@example.org", "pw")
+        assert s.sendmail("alice@example.org", ["nokey@example.org"], MSG) == {}
+    signed = r.up.messages[-1].content
+    assert b"multipart/signed" in signed
+    assert b"the figures" in cms_verify(signed, smime_pki["ca.pem"])
+    # Authenticated as someone else: the From header and envelope say alice, but no signature.
+    r2 = secure(upstream={"auth": {"user": "bob@example.org", "password": "pw"}}, sign_without_auth=False)
+    with smtplib.SMTP("127.0.0.1", r2.port, timeout=60) as s:
+        s.starttls(context=client_ssl_context(r2.pki["ca"]))
+        s.login("bob@example.org", "pw")
+        assert s.sendmail("alice@example.org", ["nokey@example.org"], MSG) == {}
+    assert b"multipart/signed" not in r2.up.messages[-1].content
+
+
+def test_client_encrypted_label_does_not_bypass_required(secure, smime_pki):
+    # A plaintext body merely labelled "encrypted" must not reach a "required" recipient as is.
+    policy = {**POLICY, "rule": [{"match": "example.org", "encrypt": "required"}]}
+    r = secure(policy=policy)
+    fake = (b"From: Alice <alice@example.org>\r\nTo: bob@example.org\r\nSubject: x\r\n"
+            b"MIME-Version: 1.0\r\nContent-Type: application/pkcs7-mime; smime-type=enveloped-data\r\n\r\n"
+            b"this is not encrypted at all\r\n")
+    assert send(r, "alice@example.org", ["bob@example.org"], fake) == {}
+    [t] = r.up.messages
+    assert b"this is not encrypted" not in t.content
+    inner = cms_decrypt(t.content, smime_pki["rsa1.pem"], smime_pki["rsa1.key"])
+    assert b"this is not encrypted at all" in inner

@@ -224,7 +224,8 @@ def test_sealed_copies_survive_a_real_postfix_hop(postfix, sealgate_factory, pki
         peggy.import_(alice.export(alice_fpr))
         (tmp_path / "peggy.asc").write_bytes(peggy.export(peggy_fpr))
         (tmp_path / "alice.asc").write_bytes(alice.export(alice_fpr, secret=True))
-        sg = sealgate_factory(postfix.address, extra={"policy": {"encrypt": "opportunistic", "sign": True}})
+        sg = sealgate_factory(postfix.address, extra={"policy": {"encrypt": "opportunistic", "sign": True}},
+                              listen=[{"sign_without_auth": True}])
         for args in ([spki["rsa1.pem"], str(tmp_path / "peggy.asc")],
                      ["--private", spki["signer.pem"], spki["signer.key"]],
                      ["--private", str(tmp_path / "alice.asc")]):

@@ -137,6 +137,8 @@ pub struct SenderFacts<'a> {
     pub from_mailboxes: &'a [String],
     /// The identity the client authenticated as (through AUTH), if any.
     pub authenticated: Option<&'a str>,
+    /// The listener trusts its unauthenticated clients to send as their envelope sender.
+    pub sign_without_auth: bool,
     /// A usable signing identity exists for the sender address.
     pub identity: bool,
 }
@@ -183,11 +185,14 @@ fn entitlement(f: &SenderFacts<'_>) -> Result<(), String> {
     if normalise(&f.from_mailboxes[0]) != sender {
         return Err("From header differs from the envelope sender".into());
     }
-    if let Some(user) = f.authenticated {
-        if normalise(user) != sender {
-            return Err("authenticated identity may not send as this sender".into());
+    match f.authenticated {
+        Some(user) if normalise(user) != sender => {
+            Err::<(), String>("authenticated identity may not send as this sender".into())
         }
-    }
+        Some(_) => Ok(()),
+        None if f.sign_without_auth => Ok(()),
+        None => Err("client not authenticated (and listen.sign_without_auth is off)".into()),
+    }?;
     Ok(())
 }
 
@@ -300,6 +305,7 @@ mod tests {
             from_fields: fields,
             from_mailboxes: mailboxes,
             authenticated: auth,
+            sign_without_auth: true,
             identity,
         }
     }
@@ -348,6 +354,24 @@ mod tests {
             sign(Off, &facts("alice@x.test", &one, 1, None, true)),
             SigningDecision::Unsigned(_)
         ));
+        // Not authenticated, on a listener that does not trust its clients: never signed.
+        let untrusted = SenderFacts {
+            sign_without_auth: false,
+            ..facts("alice@x.test", &one, 1, None, true)
+        };
+        assert!(matches!(
+            sign(WhenPossible, &untrusted),
+            SigningDecision::Unsigned(_)
+        ));
+        assert!(matches!(
+            sign(Required, &untrusted),
+            SigningDecision::Refuse(_)
+        ));
+        let authenticated = SenderFacts {
+            sign_without_auth: false,
+            ..facts("alice@x.test", &one, 1, Some("alice@x.test"), true)
+        };
+        assert_eq!(sign(WhenPossible, &authenticated), SigningDecision::Sign);
     }
 
     #[test]

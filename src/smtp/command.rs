@@ -158,9 +158,15 @@ fn parse_path(rest: &str, prefix: &str, reverse: bool) -> Result<PathWithParams,
             },
         )
     };
-    if rest.len() < prefix.len() || !rest[..prefix.len()].eq_ignore_ascii_case(prefix) {
+    // Compared as bytes: the line may hold UTF-8 anywhere, and slicing a str there could panic.
+    let head_ok = rest
+        .as_bytes()
+        .get(..prefix.len())
+        .is_some_and(|head| head.eq_ignore_ascii_case(prefix.as_bytes()));
+    if !head_ok {
         return Err(syntax());
     }
+    // `prefix` is ASCII, so the byte after it starts a character.
     // RFC 5321 has no space after the colon, but many clients send one: tolerate it.
     let rest = rest[prefix.len()..].trim_start_matches(' ');
     let rest = rest.strip_prefix('<').ok_or_else(syntax)?;
@@ -258,6 +264,9 @@ mod tests {
             b"RCPT TO:<@b>",
             b"RCPT TO:a@b",
             b"MAIL TO:<a@b>",
+            "MAIL FRO\u{20ac}<a@x>".as_bytes(),
+            "RCPT \u{e9}\u{e9}:<a@x>".as_bytes(),
+            "MAIL \u{20ac}".as_bytes(),
         ] {
             let err = parse(line).unwrap_err();
             assert!(err.is_permanent(), "{:?}", String::from_utf8_lossy(line));

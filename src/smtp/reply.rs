@@ -157,6 +157,10 @@ pub enum ReplyError {
     CodeOutOfRange,
     #[error("reply lines disagree on the code")]
     InconsistentCode,
+    #[error("unexpected reply code {0}")]
+    Unexpected(u16),
+    #[error("reply received before any command was sent")]
+    Unsolicited,
 }
 
 /// Bounded, sans-IO parser of (possibly multi-line) replies.

@@ -339,17 +339,19 @@ impl Session {
         self.close_with(Reply::new(421, "4.4.2", "Timeout, closing connection"));
     }
 
-    /// The driver hit a fault it cannot report otherwise (e.g. a local spool error).
-    pub fn abort(&mut self, reply: Reply) {
-        self.pending = None;
+    /// The driver hit a local fault it cannot recover from mid-stream (e.g. the spool cannot be
+    /// written): whatever was queued for the message is dropped, the message is aborted and the
+    /// connection closed. Closing (rather than going back to commands) guarantees that the rest
+    /// of the content the client is still sending is never read as commands.
+    pub fn fail_local(&mut self, reply: Reply) {
+        self.actions.retain(|a| matches!(a, Action::Send(_)));
         if self.mail_accepted {
             self.actions.push_back(Action::MessageAbort);
             self.actions.push_back(Action::Reset);
         }
         self.tx = None;
         self.mail_accepted = false;
-        self.phase = Phase::Command;
-        self.send(reply);
+        self.close_with(reply);
     }
 
     fn max_size(&self) -> u64 {

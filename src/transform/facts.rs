@@ -45,9 +45,10 @@ pub fn read(message: &[u8], limits: &Limits) -> Result<MessageFacts, MimeError> 
     })
 }
 
-/// Removes the triggers from the header. Returns the message to send and whether a trigger
-/// asked for encryption. `X-Sealgate-Encrypt` is always removed, whatever its value; the
-/// subject tag only when configured. The body is never touched.
+/// Removes from the header what must never leave: `Bcc`/`Resent-Bcc` fields and the triggers.
+/// Returns the message to send and whether a trigger asked for encryption.
+/// `X-Sealgate-Encrypt` is always removed, whatever its value; the subject tag only when
+/// configured. The body is never touched.
 pub fn strip_triggers(
     message: &[u8],
     policy: &PolicyConfig,
@@ -58,6 +59,11 @@ pub fn strip_triggers(
     let mut changed = false;
     let mut header = Vec::with_capacity(parsed.body_offset + 16);
     for field in &parsed.fields {
+        if field.is("Bcc") || field.is("Resent-Bcc") {
+            // Never shown to anyone, sealed or not (SECURITY.md I7).
+            changed = true;
+            continue;
+        }
         if field.is(TRIGGER_HEADER) {
             changed = true;
             if policy.header_trigger && field.value().trim().eq_ignore_ascii_case("required") {
@@ -67,7 +73,7 @@ pub fn strip_triggers(
         }
         if let (true, Some(tag)) = (field.is("Subject"), policy.subject_trigger.as_deref()) {
             let value = field.value();
-            if let Some(pos) = value.to_lowercase().find(&tag.to_lowercase()) {
+            if let Some(pos) = find_ignore_ascii_case(&value, tag) {
                 let mut stripped = String::with_capacity(value.len());
                 stripped.push_str(&value[..pos]);
                 stripped.push_str(&value[pos + tag.len()..]);
@@ -88,6 +94,17 @@ pub fn strip_triggers(
     Ok((header, raised))
 }
 
+/// Byte offset of `needle` in `haystack`, ASCII case-insensitively. Offsets are those of the
+/// original string: a match starts where the needle's first (character-starting) byte matched,
+/// so slicing there is always on a character boundary.
+fn find_ignore_ascii_case(haystack: &str, needle: &str) -> Option<usize> {
+    let (h, n) = (haystack.as_bytes(), needle.as_bytes());
+    if n.is_empty() || n.len() > h.len() {
+        return None;
+    }
+    (0..=h.len() - n.len()).find(|&i| h[i..i + n.len()].eq_ignore_ascii_case(n))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -101,6 +118,26 @@ mod tests {
         assert_eq!(f.from_mailboxes, ["alice@x.test"]);
         assert_eq!(f.visible, ["bob@y.test", "carol@z.test", "dave@w.test"]);
         assert!(!f.protection.is_protected());
+    }
+
+    #[test]
+    fn trigger_search_is_safe_on_any_utf8() {
+        assert_eq!(
+            find_ignore_ascii_case("\u{212a} [SeCure] x", "[secure]"),
+            Some(4)
+        );
+        assert_eq!(find_ignore_ascii_case("\u{130}\u{130}", "[secure]"), None);
+        let policy = PolicyConfig {
+            subject_trigger: Some("[secure]".into()),
+            ..PolicyConfig::default()
+        };
+        let msg = "Subject: \u{212a} [secure] \u{130}\r\n\r\nx\r\n";
+        let (out, raised) = strip_triggers(msg.as_bytes(), &policy, &Limits::default()).unwrap();
+        assert!(raised);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "Subject: \u{212a} \u{130}\r\n\r\nx\r\n"
+        );
     }
 
     #[test]

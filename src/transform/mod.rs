@@ -33,6 +33,8 @@ pub struct AcceptedRecipient {
 pub struct Envelope<'a> {
     pub from: &'a str,
     pub authenticated: Option<&'a str>,
+    /// The listener allows signing for clients that did not authenticate.
+    pub sign_without_auth: bool,
     pub recipients: &'a [AcceptedRecipient],
 }
 
@@ -119,8 +121,15 @@ pub fn seal_message(
         ));
     }
 
-    // Already encrypted by the client: sent as is (never opened, never re-sealed).
-    if facts.protection.is_encrypted() {
+    // Already encrypted by the client: sent as is (never opened, never re-sealed) - unless a
+    // recipient requires encryption: the label is only the client's word, so such recipients
+    // get it wrapped in our own encryption (it is still never opened: SECURITY.md I6, I10).
+    let required = raised
+        || envelope
+            .recipients
+            .iter()
+            .any(|r| r.decision.encrypt == crate::policy::EncryptMode::Required);
+    if facts.protection.is_encrypted() && !required {
         return Ok(Sealed::Passthrough(content));
     }
     let wrap = facts.protection.is_protected();
@@ -150,6 +159,7 @@ pub fn seal_message(
             from_fields: facts.from_fields,
             from_mailboxes: &facts.from_mailboxes,
             authenticated: envelope.authenticated,
+            sign_without_auth: envelope.sign_without_auth,
             identity: sender.any(),
         },
     );

@@ -17,7 +17,7 @@ use super::error::{Phase, UpstreamError};
 use crate::config::{Limits, UpstreamConfig, UpstreamTls};
 use crate::smtp::command::PathWithParams;
 use crate::smtp::data::DotStuffer;
-use crate::smtp::{Reply, Secret, UpstreamFeatures};
+use crate::smtp::{Reply, ReplyError, Secret, UpstreamFeatures};
 use crate::spool::Spool;
 
 /// Opens verified TLS sessions to the configured upstream.
@@ -269,9 +269,17 @@ impl Ready {
     /// (the caller answers 4xx: SECURITY.md I4).
     pub async fn send_message(&mut self, spool: &mut Spool) -> Result<Reply, UpstreamError> {
         let reply = self.conn.command(b"DATA", Phase::Data).await?;
-        if reply.code() != 354 {
+        if reply.is_transient() || reply.is_permanent() {
             return Ok(reply);
         }
+        if reply.code() != 354 {
+            // A 2xx here would pass for a final reply with nothing delivered (I4).
+            return Err(UpstreamError::Malformed {
+                phase: Phase::Data,
+                source: ReplyError::Unexpected(reply.code()),
+            });
+        }
+        self.conn.expect_nothing_buffered(Phase::Data)?;
         let mut stuffer = DotStuffer::default();
         let mut out = Vec::with_capacity(70 * 1024);
         let mut offset = 0u64;

@@ -6,7 +6,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::error::{Phase, UpstreamError};
-use crate::smtp::{Reply, ReplyParser};
+use crate::smtp::{Reply, ReplyError, ReplyParser};
 
 pub(crate) struct Conn<S> {
     stream: S,
@@ -75,12 +75,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         .map_err(|source| UpstreamError::Io { phase, source })
     }
 
+    /// We never pipeline towards the upstream: a reply waiting before we sent anything would
+    /// shift every later reply onto the wrong command. That is a desynchronised peer: abort.
+    pub(crate) fn expect_nothing_buffered(&self, phase: Phase) -> Result<(), UpstreamError> {
+        if self.buf.is_empty() {
+            Ok(())
+        } else {
+            Err(UpstreamError::Malformed {
+                phase,
+                source: ReplyError::Unsolicited,
+            })
+        }
+    }
+
     /// Sends one command line (CRLF added) and reads its reply.
     pub(crate) async fn command(
         &mut self,
         line: &[u8],
         phase: Phase,
     ) -> Result<Reply, UpstreamError> {
+        self.expect_nothing_buffered(phase)?;
         let mut wire = Vec::with_capacity(line.len() + 2);
         wire.extend_from_slice(line);
         wire.extend_from_slice(b"\r\n");

@@ -526,3 +526,26 @@ fn timeout_in_data_aborts_the_message() {
     assert_eq!(actions[2], "Close");
     assert!(s.is_closed());
 }
+
+#[test]
+fn a_local_failure_mid_content_closes_and_drops_what_was_queued() {
+    let mut s = Session::new(plain_cfg());
+    s.feed(b"EHLO c\r\nMAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nDATA\r\npart one\r\n.\r\nRSET\r\nMAIL FROM:<smuggled@x>\r\n");
+    let mut seen = Vec::new();
+    while let Some(a) = s.next_action() {
+        match a {
+            Action::Ehlo => s.features(features()),
+            Action::Mail(_) | Action::Rcpt(_) => s.answer(Reply::new(250, "2.0.0", "OK")),
+            Action::Body(_) => {
+                // The spool cannot take it: everything queued after this must go.
+                s.fail_local(Reply::new(421, "4.3.0", "Local error"));
+            }
+            other => seen.push(format!("{other:?}")),
+        }
+    }
+    assert!(!seen.iter().any(|a| a == "MessageEnd"), "{seen:?}");
+    assert!(!seen.iter().any(|a| a.contains("smuggled")), "{seen:?}");
+    assert!(seen.iter().any(|a| a.contains("421")), "{seen:?}");
+    assert_eq!(seen.last().map(String::as_str), Some("Close"));
+    assert!(s.is_closed());
+}
