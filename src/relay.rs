@@ -15,7 +15,7 @@ use crate::policy::decide_recipient;
 use crate::smtp::command::PathWithParams;
 use crate::smtp::{Reply, Secret, UpstreamFeatures};
 use crate::spool::Spool;
-use crate::transform::{self, AcceptedRecipient, Envelope, KeySource, ReadyCopy, Sealed, Settings};
+use crate::transform::{self, AcceptedRecipient, Envelope, KeySource, Plan, Sealing, Settings};
 use crate::upstream::{Connector, Phase, Ready, UpstreamError};
 
 /// What every session of a server shares: the policy, the sealing settings and the keys.
@@ -174,7 +174,7 @@ impl RelayBackend {
         &mut self,
         mail: &PathWithParams,
         rcpts: &[&PathWithParams],
-        content: &[u8],
+        content: Vec<u8>,
     ) -> Result<Reply, UpstreamError> {
         let Some(up) = self.ready() else {
             return Err(UpstreamError::Closed(Phase::Mail));
@@ -193,19 +193,17 @@ impl RelayBackend {
                 return Ok(reply.with_enhanced_default());
             }
         }
-        let mut spool = Spool::new(content.len().max(1), None);
-        spool.write(content).map_err(|source| UpstreamError::Io {
-            phase: Phase::Content,
-            source,
-        })?;
-        up.send_message(&mut spool).await
+        up.send_message(&mut Spool::from_bytes(content)).await
     }
 
+    /// Seals and sends the copies one at a time (memory bounded by the message, not by the
+    /// number of copies). Each copy is sealed before its transaction opens (I5).
     async fn send_copies(
         &mut self,
         mail: &PathWithParams,
         paths: &[PathWithParams],
-        copies: Vec<ReadyCopy>,
+        sealing: Arc<Sealing>,
+        accepted: Arc<Vec<AcceptedRecipient>>,
     ) -> Reply {
         let Some(up) = self.ready() else {
             return Self::gone();
@@ -221,29 +219,47 @@ impl RelayBackend {
             }
             Err(e) => return self.lost(e),
         }
-        let total = copies.len();
-        let mut accepted = 0;
+        let total = sealing.len();
+        let mut done = 0;
         let mut last = Reply::new(250, "2.0.0", "OK");
-        for copy in copies {
-            let rcpts: Vec<&PathWithParams> = copy
-                .recipients
-                .iter()
-                .filter_map(|&i| paths.get(i))
-                .collect();
-            let result = self.run_copy(mail, &rcpts, &copy.content).await;
+        for i in 0..total {
+            let (s, a, p) = (sealing.clone(), accepted.clone(), self.pipeline.clone());
+            let sealed = tokio::task::spawn_blocking(move || {
+                s.seal(i, &a, &p.settings.seal, SystemTime::now())
+            })
+            .await;
+            let result = match sealed {
+                Ok(Ok(copy)) => {
+                    let rcpts: Vec<&PathWithParams> = copy
+                        .recipients
+                        .iter()
+                        .filter_map(|&r| paths.get(r))
+                        .collect();
+                    self.run_copy(mail, &rcpts, copy.content).await
+                }
+                Ok(Err(reply)) => Ok(reply),
+                Err(e) => {
+                    tracing::error!(session = %self.id, error = %e, "sealing task failed");
+                    Ok(Reply::new(
+                        451,
+                        "4.3.0",
+                        "Local error in processing, try again later",
+                    ))
+                }
+            };
             let failure = match result {
                 Ok(r) if r.is_positive() => {
-                    accepted += 1;
+                    done += 1;
                     last = r;
                     continue;
                 }
                 Ok(r) => r.with_enhanced_default(),
                 Err(e) => self.lost(e),
             };
-            if accepted == 0 {
+            if done == 0 {
                 return failure;
             }
-            tracing::warn!(session = %self.id, accepted, total, reply = %failure, "a later copy failed after earlier ones were accepted");
+            tracing::warn!(session = %self.id, accepted = done, total, reply = %failure, "a later copy failed after earlier ones were accepted");
             return Reply::new(
                 451,
                 "4.3.0",
@@ -414,47 +430,42 @@ impl Backend for RelayBackend {
         let sign_without_auth = self.sign_without_auth;
         let from = mail.address.clone();
         let started = std::time::Instant::now();
-        let sealed = tokio::task::spawn_blocking(move || {
+        let planned = tokio::task::spawn_blocking(move || {
             let envelope = Envelope {
                 from: &from,
                 authenticated: authenticated.as_deref(),
                 sign_without_auth,
                 recipients: &accepted,
             };
-            transform::seal_message(
-                &message,
+            let plan = transform::plan_message(
+                message,
                 &envelope,
                 &pipeline.settings,
                 pipeline.keys.as_ref(),
                 SystemTime::now(),
-            )
+            );
+            plan.map(|p| (p, accepted))
         })
         .await;
-        let sealed = match sealed {
-            Ok(Ok(sealed)) => sealed,
+        let (plan, accepted) = match planned {
+            Ok(Ok(planned)) => planned,
             Ok(Err(reply)) => {
                 // Refused before anything was sent: close the upstream transaction too.
                 self.reset().await;
                 return reply;
             }
             Err(e) => {
-                tracing::error!(session = %self.id, error = %e, "sealing task failed");
+                tracing::error!(session = %self.id, error = %e, "policy task failed");
                 self.reset().await;
                 return Reply::new(451, "4.3.0", "Local error in processing, try again later");
             }
         };
-        let summary = sealed.summary();
-        let seal_ms = started.elapsed().as_millis() as u64;
-        let reply = match sealed {
-            Sealed::Passthrough(bytes) => {
-                let mut spool = Spool::new(bytes.len().max(1), None);
-                if spool.write(&bytes).is_err() {
-                    return Reply::new(451, "4.3.0", "Local error in processing, try again later");
-                }
+        let (summary, reply) = match plan {
+            Plan::Passthrough(bytes) => {
                 let Some(up) = self.ready() else {
                     return Self::gone();
                 };
-                match up.send_message(&mut spool).await {
+                let reply = match up.send_message(&mut Spool::from_bytes(bytes)).await {
                     Ok(reply)
                         if reply.is_positive() || reply.is_transient() || reply.is_permanent() =>
                     {
@@ -466,11 +477,19 @@ impl Backend for RelayBackend {
                         source: crate::smtp::ReplyError::Malformed,
                     }),
                     Err(e) => self.lost(e),
-                }
+                };
+                ("as is".to_string(), reply)
             }
-            Sealed::Copies(copies) => self.send_copies(&mail, &paths, copies).await,
+            Plan::Copies(sealing) => {
+                let summary = sealing.summary();
+                let reply = self
+                    .send_copies(&mail, &paths, Arc::from(sealing), Arc::new(accepted))
+                    .await;
+                (summary, reply)
+            }
         };
-        tracing::info!(session = %self.id, copies = %summary, seal_ms, reply = %reply, "policy applied");
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        tracing::info!(session = %self.id, copies = %summary, elapsed_ms, reply = %reply, "policy applied");
         reply
     }
 

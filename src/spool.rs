@@ -26,6 +26,17 @@ impl Spool {
         }
     }
 
+    /// Content already in memory (e.g. a sealed copy), without copying it.
+    pub fn from_bytes(bytes: Vec<u8>) -> Self {
+        Spool {
+            len: bytes.len() as u64,
+            threshold: bytes.len(),
+            memory: bytes,
+            file: None,
+            dir: None,
+        }
+    }
+
     pub fn len(&self) -> u64 {
         self.len
     }

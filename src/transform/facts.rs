@@ -50,11 +50,11 @@ pub fn read(message: &[u8], limits: &Limits) -> Result<MessageFacts, MimeError> 
 /// `X-Sealgate-Encrypt` is always removed, whatever its value; the subject tag only when
 /// configured. The body is never touched.
 pub fn strip_triggers(
-    message: &[u8],
+    message: Vec<u8>,
     policy: &PolicyConfig,
     limits: &Limits,
 ) -> Result<(Vec<u8>, bool), MimeError> {
-    let parsed = mime::parse_message(message, limits)?;
+    let parsed = mime::parse_message(&message, limits)?;
     let mut raised = false;
     let mut changed = false;
     let mut header = Vec::with_capacity(parsed.body_offset + 16);
@@ -87,7 +87,7 @@ pub fn strip_triggers(
         field.write_to(&mut header);
     }
     if !changed {
-        return Ok((message.to_vec(), false));
+        return Ok((message, false));
     }
     header.extend_from_slice(b"\r\n");
     header.extend_from_slice(&message[parsed.body_offset..]);
@@ -132,7 +132,8 @@ mod tests {
             ..PolicyConfig::default()
         };
         let msg = "Subject: \u{212a} [secure] \u{130}\r\n\r\nx\r\n";
-        let (out, raised) = strip_triggers(msg.as_bytes(), &policy, &Limits::default()).unwrap();
+        let (out, raised) =
+            strip_triggers(msg.as_bytes().to_vec(), &policy, &Limits::default()).unwrap();
         assert!(raised);
         assert_eq!(
             String::from_utf8(out).unwrap(),
@@ -146,7 +147,7 @@ mod tests {
             subject_trigger: Some("[SECURE]".into()),
             ..PolicyConfig::default()
         };
-        let (out, raised) = strip_triggers(MSG, &policy, &Limits::default()).unwrap();
+        let (out, raised) = strip_triggers(MSG.to_vec(), &policy, &Limits::default()).unwrap();
         assert!(raised);
         let text = String::from_utf8(out).unwrap();
         assert!(text.contains("Subject: Quarterly figures\r\n"), "{text}");
@@ -160,7 +161,7 @@ mod tests {
             header_trigger: false,
             ..PolicyConfig::default()
         };
-        let (out, raised) = strip_triggers(MSG, &policy, &Limits::default()).unwrap();
+        let (out, raised) = strip_triggers(MSG.to_vec(), &policy, &Limits::default()).unwrap();
         assert!(!raised);
         assert!(!String::from_utf8_lossy(&out)
             .to_lowercase()
@@ -169,7 +170,7 @@ mod tests {
         // Nothing to strip: the very same bytes.
         let plain = b"Subject: hi\r\n\r\nx\r\n";
         assert_eq!(
-            strip_triggers(plain, &policy, &Limits::default()).unwrap(),
+            strip_triggers(plain.to_vec(), &policy, &Limits::default()).unwrap(),
             (plain.to_vec(), false)
         );
     }

@@ -46,37 +46,100 @@ pub struct ReadyCopy {
     pub content: Vec<u8>,
 }
 
-pub enum Sealed {
-    /// One copy to every recipient with the content as is (triggers removed): the transaction
-    /// already open upstream can carry it.
+/// What happens to a message, decided before anything is sealed or sent.
+pub enum Plan {
+    /// One copy to every recipient with the content as is (triggers and Bcc removed): the
+    /// transaction already open upstream can carry it.
     Passthrough(Vec<u8>),
-    /// Copies that each need their own upstream transaction.
-    Copies(Vec<ReadyCopy>),
+    /// Copies that each need their own upstream transaction, sealed one at a time so that
+    /// memory stays bounded by the message, not by the number of copies.
+    Copies(Box<Sealing>),
 }
 
-impl Sealed {
+/// The copies of one message and what sealing them needs.
+pub struct Sealing {
+    content: Vec<u8>,
+    copies: Vec<CopyPlan>,
+    sender: SenderKeys,
+    sign: bool,
+    wrap: bool,
+    result_header: bool,
+}
+
+impl Sealing {
+    pub fn len(&self) -> usize {
+        self.copies.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.copies.is_empty()
+    }
+
+    /// The recipients (indexes into the transaction's accepted recipients) of copy `i`.
+    pub fn recipients(&self, i: usize) -> &[usize] {
+        self.copies.get(i).map_or(&[], |c| c.recipients.as_slice())
+    }
+
     /// A short, content-free description for the message's log line.
     pub fn summary(&self) -> String {
-        match self {
-            Sealed::Passthrough(_) => "as is".into(),
-            Sealed::Copies(copies) => copies
+        self.copies
+            .iter()
+            .map(|c| {
+                let kind = match c.seal {
+                    Outcome::Smime => "smime",
+                    Outcome::Openpgp => "openpgp",
+                    Outcome::Plain => "plain",
+                    Outcome::Refuse => "refused",
+                };
+                let signed = copy_is_signed(c.seal, &self.sender, self.sign);
+                format!(
+                    "{kind}{}x{}",
+                    if signed { "+signed" } else { "" },
+                    c.recipients.len()
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Seals copy `i` (CPU work: call it off the async reactor). Errors are the client's reply.
+    pub fn seal(
+        &self,
+        i: usize,
+        recipients: &[AcceptedRecipient],
+        settings: &SealSettings,
+        now: SystemTime,
+    ) -> Result<ReadyCopy, Reply> {
+        let copy = self.copies.get(i).ok_or_else(|| {
+            Reply::new(451, "4.3.0", "Local error in processing, try again later")
+        })?;
+        let spec = CopySpec {
+            seal: copy.seal,
+            recipients: copy
+                .recipients
                 .iter()
-                .map(|c| {
-                    let kind = match c.seal {
-                        Outcome::Smime => "smime",
-                        Outcome::Openpgp => "openpgp",
-                        Outcome::Plain => "plain",
-                        Outcome::Refuse => "refused",
-                    };
-                    format!(
-                        "{kind}{}x{}",
-                        if c.signed { "+signed" } else { "" },
-                        c.recipients.len()
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join(","),
-        }
+                .filter_map(|&r| recipients.get(r))
+                .map(|r| &r.keys)
+                .collect(),
+            sign: self.sign,
+            wrap: self.wrap,
+        };
+        let sealed = seal_copy(&self.content, &spec, &self.sender, settings, now).map_err(|e| {
+            tracing::warn!(error = %e, "sealing failed");
+            e.client_reply()
+        })?;
+        let signed = copy_is_signed(copy.seal, &self.sender, self.sign);
+        let content = if self.result_header {
+            with_result_header(sealed, copy.seal, signed)
+        } else {
+            sealed
+        };
+        Ok(ReadyCopy {
+            recipients: copy.recipients.clone(),
+            seal: copy.seal,
+            signed,
+            content,
+        })
     }
 }
 
@@ -86,14 +149,15 @@ pub struct Settings {
     pub seal: SealSettings,
 }
 
-/// Decides and seals. Errors are the client's final reply; nothing has been sent upstream.
-pub fn seal_message(
-    message: &[u8],
+/// Decides what happens to a message. Errors are the client's final reply; nothing has been
+/// sent upstream.
+pub fn plan_message(
+    message: Vec<u8>,
     envelope: &Envelope<'_>,
     settings: &Settings,
     keys: &dyn KeySource,
     now: SystemTime,
-) -> Result<Sealed, Reply> {
+) -> Result<Plan, Reply> {
     let policy = &settings.policy;
     let limits = &settings.seal.limits;
     let mail_error = |e: crate::mime::MimeError| SealError::Mime(e).client_reply();
@@ -130,7 +194,7 @@ pub fn seal_message(
             .iter()
             .any(|r| r.decision.encrypt == crate::policy::EncryptMode::Required);
     if facts.protection.is_encrypted() && !required {
-        return Ok(Sealed::Passthrough(content));
+        return Ok(Plan::Passthrough(content));
     }
     let wrap = facts.protection.is_protected();
 
@@ -185,40 +249,17 @@ pub fn seal_message(
     }
     if let [only] = plan.as_slice() {
         if only.seal == Outcome::Plain && !sign {
-            return Ok(Sealed::Passthrough(content));
+            return Ok(Plan::Passthrough(content));
         }
     }
-    let mut copies = Vec::with_capacity(plan.len());
-    for copy in plan {
-        let spec = CopySpec {
-            seal: copy.seal,
-            recipients: copy
-                .recipients
-                .iter()
-                .filter_map(|&i| envelope.recipients.get(i))
-                .map(|r| &r.keys)
-                .collect(),
-            sign,
-            wrap,
-        };
-        let sealed = seal_copy(&content, &spec, &sender, &settings.seal, now).map_err(|e| {
-            tracing::warn!(error = %e, "sealing failed");
-            e.client_reply()
-        })?;
-        let signed = copy_is_signed(copy.seal, &sender, sign);
-        let content = if policy.result_header {
-            with_result_header(sealed, copy.seal, signed)
-        } else {
-            sealed
-        };
-        copies.push(ReadyCopy {
-            signed,
-            recipients: copy.recipients,
-            seal: copy.seal,
-            content,
-        });
-    }
-    Ok(Sealed::Copies(copies))
+    Ok(Plan::Copies(Box::new(Sealing {
+        content,
+        copies: plan,
+        sender,
+        sign,
+        wrap,
+        result_header: policy.result_header,
+    })))
 }
 
 /// Prepends `X-Sealgate-Result: encrypted=smime; signed=yes` (names the formats only: nothing
