@@ -81,11 +81,11 @@ async fn load(
                 let ok = async {
                     let mut s = target.connect().await.ok()?;
                     let from = PathWithParams {
-                        address: "a@bench.test".into(),
+                        address: from.into(),
                         params: vec![],
                     };
                     let to = PathWithParams {
-                        address: "b@bench.test".into(),
+                        address: to.into(),
                         params: vec![],
                     };
                     s.mail(&from).await.ok().filter(|r| r.is_positive())?;
@@ -142,7 +142,9 @@ fn main() {
             spool_dir: None,
             sign_without_auth: false,
         };
-        let (sink, count, _task) = sealgate::sink::spawn("127.0.0.1:0".parse().expect("addr"), sink_rt, None)
+        // SEALGATE_BENCH_SINK_DIR=DIR keeps what the sink receives, to check what was measured.
+        let keep = std::env::var_os("SEALGATE_BENCH_SINK_DIR").map(std::path::PathBuf::from);
+        let (sink, count, _task) = sealgate::sink::spawn("127.0.0.1:0".parse().expect("addr"), sink_rt, keep)
             .await
             .expect("sink");
         let config_text = format!(
