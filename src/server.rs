@@ -74,11 +74,7 @@ impl Server {
         let pipeline = Arc::new(Pipeline {
             settings: Settings {
                 policy: config.policy.clone(),
-                seal: SealSettings {
-                    hide_subject: config.policy.hide_subject,
-                    encrypt_to_self: config.policy.encrypt_to_self,
-                    limits: crate::mime::Limits::default(),
-                },
+                seal: SealSettings::from_policy(&config.policy, crate::mime::Limits::default()),
             },
             keys,
         });

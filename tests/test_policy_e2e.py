@@ -295,3 +295,19 @@ def test_client_encrypted_label_does_not_bypass_required(secure, smime_pki):
     assert b"this is not encrypted" not in t.content
     inner = cms_decrypt(t.content, smime_pki["rsa1.pem"], smime_pki["rsa1.key"])
     assert b"this is not encrypted at all" in inner
+
+
+def test_smime_and_openpgp_options_from_the_policy(secure, smime_pki, pgp):
+    policy = {**POLICY, "smime_cipher": "aes256-gcm", "smime_key_transport": "rsa-oaep",
+              "smime_opaque_signing": True, "autocrypt": True}
+    r = secure(policy=policy)
+    assert send(r, "alice@example.org", ["bob@example.org", "peggy@example.org", "nokey@example.org"], MSG) == {}
+    got = copies(r)
+    bob = got["bob@example.org"]
+    assert b"smime-type=authEnveloped-data" in bob
+    inner = cms_decrypt(bob, smime_pki["rsa1.pem"], smime_pki["rsa1.key"])
+    assert b"the figures" in cms_verify(inner, smime_pki["ca.pem"])
+    nokey = got["nokey@example.org"]
+    assert b"smime-type=signed-data" in nokey and b"multipart/signed" not in nokey
+    assert b"the figures" in cms_verify(nokey, smime_pki["ca.pem"])
+    assert b"Autocrypt:" in got["peggy@example.org"].split(b"\r\n\r\n", 1)[0]

@@ -25,6 +25,23 @@ pub enum Format {
     Openpgp,
 }
 
+/// S/MIME content encryption. AES-256-CBC is what every client (gpgsm 2.2 included) reads;
+/// AES-256-GCM (AuthEnvelopedData) only where every recipient is known to support it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SmimeCipher {
+    Aes256Cbc,
+    Aes256Gcm,
+}
+
+/// S/MIME RSA key transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SmimeKeyTransport {
+    RsaPkcs1v15,
+    RsaOaep,
+}
+
 /// `sign = true | false | "required"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SignMode {
@@ -163,6 +180,12 @@ pub struct PolicyConfig {
     /// Add an `X-Sealgate-Result` field (what was done to this copy) to every copy that
     /// sealgate changed, for internal routing and audits. Off by default.
     pub result_header: bool,
+    pub smime_cipher: SmimeCipher,
+    pub smime_key_transport: SmimeKeyTransport,
+    /// Opaque signed-data (application/pkcs7-mime) instead of multipart/signed.
+    pub smime_opaque_signing: bool,
+    /// Autocrypt header with the sender's OpenPGP key on OpenPGP-signed mail.
+    pub autocrypt: bool,
     pub rules: Vec<Rule>,
 }
 
@@ -177,6 +200,10 @@ impl Default for PolicyConfig {
             subject_trigger: None,
             header_trigger: true,
             result_header: false,
+            smime_cipher: SmimeCipher::Aes256Cbc,
+            smime_key_transport: SmimeKeyTransport::RsaPkcs1v15,
+            smime_opaque_signing: false,
+            autocrypt: false,
             rules: Vec::new(),
         }
     }
@@ -200,6 +227,10 @@ pub(crate) struct RawPolicy {
     subject_trigger: Option<String>,
     header_trigger: Option<bool>,
     result_header: Option<bool>,
+    smime_cipher: Option<SmimeCipher>,
+    smime_key_transport: Option<SmimeKeyTransport>,
+    smime_opaque_signing: Option<bool>,
+    autocrypt: Option<bool>,
     #[serde(default)]
     rule: Vec<RawRule>,
 }
@@ -275,6 +306,10 @@ impl PolicyConfig {
             subject_trigger: raw.subject_trigger,
             header_trigger: raw.header_trigger.unwrap_or(d.header_trigger),
             result_header: raw.result_header.unwrap_or(d.result_header),
+            smime_cipher: raw.smime_cipher.unwrap_or(d.smime_cipher),
+            smime_key_transport: raw.smime_key_transport.unwrap_or(d.smime_key_transport),
+            smime_opaque_signing: raw.smime_opaque_signing.unwrap_or(d.smime_opaque_signing),
+            autocrypt: raw.autocrypt.unwrap_or(d.autocrypt),
             rules,
         })
     }

@@ -8,7 +8,10 @@ mod config;
 mod decide;
 
 pub(crate) use config::RawPolicy;
-pub use config::{EncryptMode, Format, PolicyConfig, PolicyError, Rule, RuleMatch, SignMode};
+pub use config::{
+    EncryptMode, Format, PolicyConfig, PolicyError, Rule, RuleMatch, SignMode, SmimeCipher,
+    SmimeKeyTransport,
+};
 pub use decide::{
     decide_recipient, decide_signing, message_sign_mode, KeyAvailability, Outcome,
     RecipientDecision, SenderFacts, SigningDecision,

@@ -6,7 +6,7 @@ use std::time::SystemTime;
 use crate::mime::{Limits, MimeError};
 use crate::openpgp::{self, PgpError, PgpOptions};
 use crate::policy::Outcome;
-use crate::smime::{self, SmimeError, SmimeOptions};
+use crate::smime::{self, ContentEncryption, KeyTransport, SmimeError, SmimeOptions};
 use crate::smtp::Reply;
 
 use super::keys::{RecipientKeys, SenderKeys};
@@ -17,6 +17,32 @@ pub struct SealSettings {
     pub hide_subject: bool,
     pub encrypt_to_self: bool,
     pub limits: Limits,
+    pub smime_encryption: ContentEncryption,
+    pub smime_key_transport: KeyTransport,
+    pub smime_opaque_signing: bool,
+    pub autocrypt: bool,
+}
+
+impl SealSettings {
+    /// The sealing settings the policy asks for.
+    pub fn from_policy(policy: &crate::policy::PolicyConfig, limits: Limits) -> Self {
+        use crate::policy::{SmimeCipher, SmimeKeyTransport};
+        SealSettings {
+            hide_subject: policy.hide_subject,
+            encrypt_to_self: policy.encrypt_to_self,
+            limits,
+            smime_encryption: match policy.smime_cipher {
+                SmimeCipher::Aes256Cbc => ContentEncryption::Aes256Cbc,
+                SmimeCipher::Aes256Gcm => ContentEncryption::Aes256Gcm,
+            },
+            smime_key_transport: match policy.smime_key_transport {
+                SmimeKeyTransport::RsaPkcs1v15 => KeyTransport::RsaPkcs1v15,
+                SmimeKeyTransport::RsaOaep => KeyTransport::RsaOaepSha256,
+            },
+            smime_opaque_signing: policy.smime_opaque_signing,
+            autocrypt: policy.autocrypt,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +99,9 @@ pub fn seal_copy(
         wrap,
     } = *spec;
     let smime_opts = SmimeOptions {
+        encryption: settings.smime_encryption,
+        key_transport: settings.smime_key_transport,
+        opaque_signing: settings.smime_opaque_signing,
         hide_subject: settings.hide_subject,
         force: wrap,
         now,
@@ -81,7 +110,7 @@ pub fn seal_copy(
     };
     let pgp_opts = PgpOptions {
         encrypt_to_self: settings.encrypt_to_self && sign && sender.openpgp.is_some(),
-        autocrypt: false,
+        autocrypt: settings.autocrypt,
         hide_subject: settings.hide_subject,
         force: wrap,
         now,
