@@ -34,6 +34,7 @@ fn limits() -> Limits {
         connect_timeout: Duration::from_secs(10),
         shutdown_grace: Duration::from_secs(1),
         memory_spool: 1 << 20,
+        mime: sealgate::mime::Limits::default(),
     }
 }
 

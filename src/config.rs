@@ -95,6 +95,8 @@ pub struct Limits {
     pub shutdown_grace: Duration,
     /// Message bytes kept in memory before spilling to a temporary file.
     pub memory_spool: usize,
+    /// Bounds of MIME processing (header section, fields, nesting, parts).
+    pub mime: crate::mime::Limits,
 }
 
 #[derive(Debug, Clone)]
@@ -227,6 +229,10 @@ struct RawLimits {
     connect_timeout: Option<u64>,
     shutdown_grace: Option<u64>,
     memory_spool: Option<usize>,
+    max_header_bytes: Option<usize>,
+    max_header_fields: Option<usize>,
+    max_mime_depth: Option<usize>,
+    max_mime_parts: Option<usize>,
 }
 
 struct Collector {
@@ -453,6 +459,26 @@ impl Config {
                 l.memory_spool.map(|v| v as u64),
                 1024 * 1024,
             ) as usize,
+            mime: {
+                let d = crate::mime::Limits::default();
+                let mut limit = |name: &str, v: Option<usize>, default: usize| {
+                    positive(name, v.map(|v| v as u64), default as u64) as usize
+                };
+                crate::mime::Limits {
+                    max_header_bytes: limit(
+                        "max_header_bytes",
+                        l.max_header_bytes,
+                        d.max_header_bytes,
+                    ),
+                    max_header_fields: limit(
+                        "max_header_fields",
+                        l.max_header_fields,
+                        d.max_header_fields,
+                    ),
+                    max_depth: limit("max_mime_depth", l.max_mime_depth, d.max_depth),
+                    max_parts: limit("max_mime_parts", l.max_mime_parts, d.max_parts),
+                }
+            },
         };
         if limits.max_connections > 1_000_000 {
             c.push("limits.max_connections", "must be at most 1000000");

@@ -359,18 +359,24 @@ impl Backend for RelayBackend {
     }
 
     async fn rcpt(&mut self, path: &PathWithParams) -> Reply {
-        let now = SystemTime::now();
-        let keys = match self.pipeline.keys.recipient(&path.address, now) {
-            Ok(k) => k,
-            Err(e) => {
-                tracing::warn!(session = %self.id, error = %e, "recipient keys unavailable");
-                return Reply::new(
-                    451,
-                    "4.3.0",
-                    "Key store temporarily unavailable, try again later",
-                );
-            }
-        };
+        // The store may be busy (handed to a key command) for a moment: not on the reactor.
+        let source = self.pipeline.keys.clone();
+        let address = path.address.clone();
+        let looked_up =
+            tokio::task::spawn_blocking(move || source.recipient(&address, SystemTime::now()))
+                .await;
+        let keys =
+            match looked_up.unwrap_or_else(|e| Err(transform::KeysUnavailable(e.to_string()))) {
+                Ok(k) => k,
+                Err(e) => {
+                    tracing::warn!(session = %self.id, error = %e, "recipient keys unavailable");
+                    return Reply::new(
+                        451,
+                        "4.3.0",
+                        "Key store temporarily unavailable, try again later",
+                    );
+                }
+            };
         let decision = decide_recipient(
             &self.pipeline.settings.policy,
             &path.address,

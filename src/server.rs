@@ -74,7 +74,7 @@ impl Server {
         let pipeline = Arc::new(Pipeline {
             settings: Settings {
                 policy: config.policy.clone(),
-                seal: SealSettings::from_policy(&config.policy, crate::mime::Limits::default()),
+                seal: SealSettings::from_policy(&config.policy, config.limits.mime.clone()),
             },
             keys,
         });

@@ -106,3 +106,20 @@ def test_header_of_ten_megabytes_and_a_long_single_line(relay_factory):
             c.send(dot_stuff(MSG))
             assert c.reply(timeout=30).code == 250
     assert [m.content for m in r.up.messages] == [MSG, MSG]
+
+
+@pytest.mark.parametrize("fields,ok", [(99, True), (100, True), (101, False)])
+def test_header_field_limit_is_configurable(relay_factory, fields, ok):
+    r = relay_factory(limits={"max_header_fields": 100})
+    head = b"".join(b"X-H%d: v\r\n" % i for i in range(fields - 1)) + b"Subject: limit\r\n"
+    with r.session() as c:
+        assert c.cmd("MAIL FROM:<a@x.test>").code == 250
+        assert c.cmd("RCPT TO:<b@y.test>").code == 250
+        assert c.cmd("DATA").code == 354
+        c.send(dot_stuff(head + b"\r\nbody\r\n"))
+        rep = c.reply(timeout=30)
+        if ok:
+            assert rep.code == 250, rep
+        else:
+            assert rep.code == 554 and rep.enhanced == "5.6.0", rep
+    assert len(r.up.messages) == (1 if ok else 0)
