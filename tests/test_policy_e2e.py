@@ -311,3 +311,17 @@ def test_smime_and_openpgp_options_from_the_policy(secure, smime_pki, pgp):
     assert b"smime-type=signed-data" in nokey and b"multipart/signed" not in nokey
     assert b"the figures" in cms_verify(nokey, smime_pki["ca.pem"])
     assert b"Autocrypt:" in got["peggy@example.org"].split(b"\r\n\r\n", 1)[0]
+
+
+def test_removed_sender_identity_is_not_used_again(secure):
+    """Sender identities are cached by the server; a key command must invalidate them."""
+    import json
+    r = secure()
+    assert send(r, "alice@example.org", ["nokey@example.org"], MSG) == {}
+    assert b"multipart/signed" in r.up.messages[-1].content
+    listed = json.loads(keys_cli(r.sg, "list", "--json").stdout)
+    for key in listed:
+        if key["secret"] and "alice@example.org" in key["addresses"]:
+            keys_cli(r.sg, "remove", "--force", key["id"])
+    assert send(r, "alice@example.org", ["nokey@example.org"], MSG) == {}
+    assert b"multipart/signed" not in r.up.messages[-1].content

@@ -1,6 +1,7 @@
 //! The question the relay asks the key store, as a trait: the store implements it, tests can
 //! use an in-memory one.
 
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use x509_cert::Certificate;
@@ -50,7 +51,8 @@ pub struct KeysUnavailable(pub String);
 /// Where keys come from.
 pub trait KeySource: Send + Sync {
     fn recipient(&self, address: &str, now: SystemTime) -> Result<RecipientKeys, KeysUnavailable>;
-    fn sender(&self, address: &str, now: SystemTime) -> Result<SenderKeys, KeysUnavailable>;
+    /// Shared, because parsing private keys for every message is costly: sources may cache.
+    fn sender(&self, address: &str, now: SystemTime) -> Result<Arc<SenderKeys>, KeysUnavailable>;
 }
 
 /// A key source with no keys (an empty store).
@@ -65,7 +67,7 @@ impl KeySource for NoKeys {
         Ok(RecipientKeys::default())
     }
 
-    fn sender(&self, _address: &str, _now: SystemTime) -> Result<SenderKeys, KeysUnavailable> {
-        Ok(SenderKeys::default())
+    fn sender(&self, _address: &str, _now: SystemTime) -> Result<Arc<SenderKeys>, KeysUnavailable> {
+        Ok(Arc::new(SenderKeys::default()))
     }
 }

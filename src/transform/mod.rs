@@ -8,6 +8,7 @@ mod plan;
 mod seal;
 mod store_keys;
 
+use std::sync::Arc;
 use std::time::SystemTime;
 
 pub use facts::{read as read_facts, strip_triggers, MessageFacts, TRIGGER_HEADER};
@@ -60,7 +61,7 @@ pub enum Plan {
 pub struct Sealing {
     content: Vec<u8>,
     copies: Vec<CopyPlan>,
-    sender: SenderKeys,
+    sender: Arc<SenderKeys>,
     sign: bool,
     wrap: bool,
     result_header: bool,
@@ -205,7 +206,7 @@ pub fn plan_message(
         .collect();
     let mode = message_sign_mode(policy, &addresses);
     let sender = if mode == SignMode::Off || envelope.from.is_empty() {
-        SenderKeys::default()
+        Arc::new(SenderKeys::default())
     } else {
         keys.sender(envelope.from, now).map_err(|e| {
             tracing::warn!(error = %e, "sender keys unavailable");

@@ -3,9 +3,10 @@
 //! store, the server closes its handle (a watcher checks every 200 ms, and every lookup checks
 //! too) and answers lookups with a temporary failure until the file is gone; then it reopens.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use der::Decode;
 use x509_cert::Certificate;
@@ -20,7 +21,14 @@ pub struct StoreKeys {
     path: PathBuf,
     anchors: Option<Vec<Vec<u8>>>,
     handle: Mutex<Option<SledStore>>,
+    /// Parsed sender identities, by address: parsing an RSA private key for every message costs
+    /// as much as signing it. Emptied whenever the store is handed to a key command (so a
+    /// removed or replaced key is never used again) and entries live at most [`SENDER_TTL`].
+    senders: Mutex<HashMap<String, (Instant, Arc<SenderKeys>)>>,
 }
+
+/// How long a parsed sender identity is reused without asking the store again.
+const SENDER_TTL: Duration = Duration::from_secs(60);
 
 impl StoreKeys {
     /// Opens the store now, so that a broken store shows at start-up.
@@ -32,6 +40,7 @@ impl StoreKeys {
             path,
             anchors,
             handle: Mutex::new(None),
+            senders: Mutex::new(HashMap::new()),
         });
         keys.with_store(|_| Ok(()))?;
         Ok(keys)
@@ -53,6 +62,9 @@ impl StoreKeys {
                 if h.take().is_some() {
                     tracing::info!(store = %self.path.display(), "key store released for a key command");
                 }
+            }
+            if let Ok(mut cache) = self.senders.lock() {
+                cache.clear();
             }
             return true;
         }
@@ -110,10 +122,21 @@ impl KeySource for StoreKeys {
         Ok(keys)
     }
 
-    fn sender(&self, address: &str, now: SystemTime) -> Result<SenderKeys, KeysUnavailable> {
+    fn sender(&self, address: &str, now: SystemTime) -> Result<Arc<SenderKeys>, KeysUnavailable> {
         let Ok(addr) = Address::parse(address) else {
-            return Ok(SenderKeys::default());
+            return Ok(Arc::new(SenderKeys::default()));
         };
+        let cache_key = addr.key().to_string();
+        if let Some((at, keys)) = self
+            .senders
+            .lock()
+            .ok()
+            .and_then(|c| c.get(&cache_key).cloned())
+        {
+            if at.elapsed() < SENDER_TTL && !self.release_if_requested() {
+                return Ok(keys);
+            }
+        }
         let found = self.with_store(|s| {
             s.signing_identity(&addr, now)
                 .map_err(|e| KeysUnavailable(e.to_string()))
@@ -147,6 +170,10 @@ impl KeySource for StoreKeys {
                     tracing::warn!(id = %signer.id, error = %e, "OpenPGP signing key unusable")
                 }
             }
+        }
+        let keys = Arc::new(keys);
+        if let Ok(mut cache) = self.senders.lock() {
+            cache.insert(cache_key, (Instant::now(), keys.clone()));
         }
         Ok(keys)
     }
