@@ -213,16 +213,34 @@ def test_failure_on_the_second_copy_is_451_never_250(secure):
     assert len(r.up.messages) == 2  # the second one was answered 451 by the upstream
 
 
-def test_already_encrypted_input_passes_untouched(secure, pgp):
+def test_already_encrypted_input_passes_untouched(secure, pgp, smime_pki):
     r = secure()
-    armored = b"-----BEGIN PGP MESSAGE-----\r\n\r\nhQEMA1234\r\n-----END PGP MESSAGE-----\r\n"
+    # PGP/MIME made by gpg for Peggy, sent to Bob (who has an S/MIME key): relayed as is.
+    armored = pgp["peggy"].encrypt("peggy@example.org", b"secret from the client itself\r\n")
     msg = (b"From: Alice <alice@example.org>\r\nTo: bob@example.org\r\nSubject: x\r\n"
            b"MIME-Version: 1.0\r\nContent-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\"; boundary=\"b\"\r\n\r\n"
            b"--b\r\nContent-Type: application/pgp-encrypted\r\n\r\nVersion: 1\r\n--b\r\n"
-           b"Content-Type: application/octet-stream\r\n\r\n" + armored + b"--b--\r\n")
+           b"Content-Type: application/octet-stream\r\n\r\n" + armored.replace(b"\n", b"\r\n") + b"--b--\r\n")
     assert send(r, "alice@example.org", ["bob@example.org"], msg) == {}
     assert [t.content for t in r.up.messages] == [msg]
+    # S/MIME made by openssl for Dave: relayed as is too.
+    from support.crypto import run
+    smime = run(["openssl", "cms", "-encrypt", "-aes256", smime_pki["ec1.pem"]],
+                b"Content-Type: text/plain\r\n\r\nhello dave\r\n").stdout.replace(b"\n", b"\r\n")
+    smime = b"From: alice@example.org\r\nTo: bob@example.org\r\n" + smime
+    assert send(r, "alice@example.org", ["bob@example.org"], smime) == {}
+    assert r.up.messages[-1].content == smime
 
+
+def test_encrypted_label_without_encrypted_content_is_sealed(secure, smime_pki):
+    r = secure()
+    fake = (b"From: Alice <alice@example.org>\r\nTo: bob@example.org\r\nSubject: x\r\n"
+            b"MIME-Version: 1.0\r\nContent-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\"; boundary=\"b\"\r\n\r\n"
+            b"--b\r\nContent-Type: application/octet-stream\r\n\r\n-----BEGIN PGP MESSAGE-----\r\n\r\nplaintext really\r\n-----END PGP MESSAGE-----\r\n--b--\r\n")
+    assert send(r, "alice@example.org", ["bob@example.org"], fake) == {}
+    [t] = r.up.messages
+    assert b"plaintext really" not in t.content
+    assert b"plaintext really" in cms_decrypt(t.content, smime_pki["rsa1.pem"], smime_pki["rsa1.key"])
 
 def test_policy_explain_matches_what_the_relay_does(secure):
     import json

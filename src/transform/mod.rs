@@ -7,6 +7,7 @@ mod keys;
 mod plan;
 mod seal;
 mod store_keys;
+mod verify;
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -186,15 +187,18 @@ pub fn plan_message(
         ));
     }
 
-    // Already encrypted by the client: sent as is (never opened, never re-sealed) - unless a
-    // recipient requires encryption: the label is only the client's word, so such recipients
-    // get it wrapped in our own encryption (it is still never opened: SECURITY.md I6, I10).
+    // Already encrypted by the client (the label checked against the structure): sent as is,
+    // never opened, never re-sealed - unless a recipient requires encryption by our policy:
+    // then it is wrapped in our own encryption (still never opened: SECURITY.md I6, I10).
+    // A label without an encrypted structure is treated as plain content and sealed.
     let required = raised
         || envelope
             .recipients
             .iter()
             .any(|r| r.decision.encrypt == crate::policy::EncryptMode::Required);
-    if facts.protection.is_encrypted() && !required {
+    let client_encrypted = facts.protection.is_encrypted()
+        && verify::really_encrypted(&content, facts.protection, limits);
+    if client_encrypted && !required {
         return Ok(Plan::Passthrough(content));
     }
     let wrap = facts.protection.is_protected();

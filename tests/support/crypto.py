@@ -62,6 +62,10 @@ class Gpg:
         self.gpg("--quick-add-key", fpr, "cv25519", "encr", "never")
         return fpr
 
+    def encrypt(self, recipient: str, data: bytes) -> bytes:
+        return self.gpg("--armor", "--trust-model", "always", "--encrypt", "-r", recipient,
+                        data=data).stdout
+
     def export(self, fpr: str, secret: bool = False) -> bytes:
         return self.gpg("--armor", "--export-secret-keys" if secret else "--export", fpr).stdout
 
