@@ -33,6 +33,7 @@ fn limits() -> Limits {
         upstream_timeout: Duration::from_secs(60),
         connect_timeout: Duration::from_secs(10),
         shutdown_grace: Duration::from_secs(1),
+        session_timeout: Duration::from_secs(3600),
         memory_spool: 1 << 20,
         mime: sealgate::mime::Limits::default(),
     }
@@ -142,6 +143,7 @@ fn main() {
             memory_spool: 1 << 20,
             spool_dir: None,
             sign_without_auth: false,
+            session_timeout: Duration::from_secs(3600),
         };
         // SEALGATE_BENCH_SINK_DIR=DIR keeps what the sink receives, to check what was measured.
         let keep = std::env::var_os("SEALGATE_BENCH_SINK_DIR").map(std::path::PathBuf::from);

@@ -93,6 +93,8 @@ pub struct Limits {
     pub upstream_timeout: Duration,
     pub connect_timeout: Duration,
     pub shutdown_grace: Duration,
+    /// Longest life of one client connection, however active.
+    pub session_timeout: Duration,
     /// Message bytes kept in memory before spilling to a temporary file.
     pub memory_spool: usize,
     /// Bounds of MIME processing (header section, fields, nesting, parts).
@@ -228,6 +230,7 @@ struct RawLimits {
     upstream_timeout: Option<u64>,
     connect_timeout: Option<u64>,
     shutdown_grace: Option<u64>,
+    session_timeout: Option<u64>,
     memory_spool: Option<usize>,
     max_header_bytes: Option<usize>,
     max_header_fields: Option<usize>,
@@ -454,6 +457,11 @@ impl Config {
                 30,
             )),
             shutdown_grace: Duration::from_secs(positive("shutdown_grace", l.shutdown_grace, 30)),
+            session_timeout: Duration::from_secs(positive(
+                "session_timeout",
+                l.session_timeout,
+                3600,
+            )),
             memory_spool: positive(
                 "memory_spool",
                 l.memory_spool.map(|v| v as u64),

@@ -87,6 +87,7 @@ pub async fn run(opts: DemoOptions) -> Result<(), DemoError> {
         memory_spool: 1024 * 1024,
         spool_dir: None,
         sign_without_auth: false,
+        session_timeout: std::time::Duration::from_secs(3600),
     };
     let (sink_addr, _count, _sink) = crate::sink::spawn(opts.sink, sink_rt, Some(mail_dir.clone()))
         .await

@@ -41,6 +41,8 @@ pub struct ListenerRuntime {
     pub handshake_timeout: Duration,
     pub memory_spool: usize,
     pub spool_dir: Option<std::path::PathBuf>,
+    /// Longest life of one client connection.
+    pub session_timeout: Duration,
     /// Messages from unauthenticated clients may be signed (listen.sign_without_auth).
     pub sign_without_auth: bool,
 }
@@ -147,6 +149,11 @@ struct Connection<'a> {
 impl Connection<'_> {
     async fn run<B: Backend>(&mut self, backend: &mut B) {
         let mut buf = vec![0u8; 64 * 1024];
+        let session_end = tokio::time::Instant::now() + self.rt.session_timeout;
+        // A command must be complete within command_timeout of its first byte, however slowly
+        // it trickles in (a byte every few seconds must not hold a connection forever).
+        let mut command_deadline: Option<tokio::time::Instant> = None;
+        let mut lines_seen = 0;
         loop {
             while let Some(action) = self.session.next_action() {
                 if !self.act(action, backend).await {
@@ -163,12 +170,19 @@ impl Connection<'_> {
             let Some(stream) = self.stream.as_mut() else {
                 return;
             };
-            let timeout = if self.session.in_data() {
-                self.rt.data_timeout
+            let now = tokio::time::Instant::now();
+            let deadline = if self.session.in_data() {
+                command_deadline = None;
+                now + self.rt.data_timeout
             } else {
-                self.rt.command_timeout
+                // A new command starts when the buffer is empty or a line was completed.
+                if self.session.buffered() == 0 || self.session.lines_taken() != lines_seen {
+                    command_deadline = None;
+                }
+                lines_seen = self.session.lines_taken();
+                *command_deadline.get_or_insert(now + self.rt.command_timeout)
             };
-            match tokio::time::timeout(timeout, stream.read(&mut buf)).await {
+            match tokio::time::timeout_at(deadline.min(session_end), stream.read(&mut buf)).await {
                 Err(_) => self.session.timed_out(),
                 Ok(Ok(0)) | Ok(Err(_)) => {
                     if self.spool.take().is_some() || self.session.in_data() {

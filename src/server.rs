@@ -115,6 +115,7 @@ impl Server {
                     .min(std::time::Duration::from_secs(60)),
                 memory_spool: limits.memory_spool,
                 sign_without_auth: l.sign_without_auth,
+                session_timeout: limits.session_timeout,
                 spool_dir: config.spool_dir.clone(),
             };
             let listener =

@@ -123,3 +123,42 @@ def test_header_field_limit_is_configurable(relay_factory, fields, ok):
         else:
             assert rep.code == 554 and rep.enhanced == "5.6.0", rep
     assert len(r.up.messages) == (1 if ok else 0)
+
+
+def test_a_command_trickled_byte_by_byte_is_cut_at_the_command_timeout(relay_factory):
+    # One byte every 0.3 s keeps every read short, but the command as a whole must arrive
+    # within command_timeout (2 s here).
+    r = relay_factory(limits={"command_timeout": 2})
+    with r.client() as c:
+        assert c.greeting().code == 220
+        started = time.monotonic()
+        closed = False
+        for b in b"NOOP and a very long trickle of bytes":
+            try:
+                c.send(bytes([b]))
+            except OSError:
+                closed = True
+                break
+            time.sleep(0.3)
+            if c.is_closed(timeout=0.01):
+                closed = True
+                break
+        assert closed, "the trickling client was never cut off"
+        assert time.monotonic() - started < 6
+    still_serving(r)
+
+
+def test_session_lifetime_is_bounded(relay_factory):
+    r = relay_factory(limits={"session_timeout": 2, "command_timeout": 10})
+    with r.client() as c:
+        assert c.greeting().code == 220
+        deadline = time.monotonic() + 6
+        got = None
+        while time.monotonic() < deadline:
+            rep = c.cmd("NOOP")
+            if rep.code != 250:
+                got = rep
+                break
+            time.sleep(0.3)
+        assert got is not None and got.code == 421, got
+    still_serving(r)

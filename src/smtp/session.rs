@@ -166,6 +166,7 @@ pub struct Session {
     discarding_long_line: bool,
     errors: usize,
     discarded_after_starttls: usize,
+    lines: u64,
 }
 
 /// Longest AUTH continuation line (RFC 4954 section 4).
@@ -193,6 +194,7 @@ impl Session {
             discarding_long_line: false,
             errors: 0,
             discarded_after_starttls: 0,
+            lines: 0,
         }
     }
 
@@ -227,6 +229,11 @@ impl Session {
     /// How many plaintext bytes pipelined behind STARTTLS were thrown away (I2).
     pub fn discarded_after_starttls(&self) -> usize {
         self.discarded_after_starttls
+    }
+
+    /// Complete command lines taken so far (the driver measures command timeouts with it).
+    pub fn lines_taken(&self) -> u64 {
+        self.lines
     }
 
     /// Bytes buffered but not yet processed.
@@ -442,6 +449,7 @@ impl Session {
             return false;
         };
         let raw: Vec<u8> = self.input.drain(..=lf).collect();
+        self.lines += 1;
         if std::mem::take(&mut self.discarding_long_line) {
             return true;
         }
