@@ -54,20 +54,3 @@ pub trait KeySource: Send + Sync {
     /// Shared, because parsing private keys for every message is costly: sources may cache.
     fn sender(&self, address: &str, now: SystemTime) -> Result<Arc<SenderKeys>, KeysUnavailable>;
 }
-
-/// A key source with no keys (an empty store).
-pub struct NoKeys;
-
-impl KeySource for NoKeys {
-    fn recipient(
-        &self,
-        _address: &str,
-        _now: SystemTime,
-    ) -> Result<RecipientKeys, KeysUnavailable> {
-        Ok(RecipientKeys::default())
-    }
-
-    fn sender(&self, _address: &str, _now: SystemTime) -> Result<Arc<SenderKeys>, KeysUnavailable> {
-        Ok(Arc::new(SenderKeys::default()))
-    }
-}

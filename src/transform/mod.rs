@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 pub use facts::{read as read_facts, strip_triggers, MessageFacts, TRIGGER_HEADER};
-pub use keys::{KeySource, KeysUnavailable, NoKeys, RecipientKeys, SenderKeys};
+pub use keys::{KeySource, KeysUnavailable, RecipientKeys, SenderKeys};
 pub use plan::{plan_copies, CopyPlan};
 pub use seal::{copy_is_signed, seal_copy, CopySpec, SealError, SealSettings};
 pub use store_keys::StoreKeys;
