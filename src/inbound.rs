@@ -24,7 +24,7 @@ pub trait Backend {
     async fn mail(&mut self, path: &PathWithParams) -> Reply;
     async fn rcpt(&mut self, path: &PathWithParams) -> Reply;
     /// The complete message; the reply is the client's final reply.
-    async fn message(&mut self, content: &mut Spool) -> Reply;
+    async fn message(&mut self, content: Spool) -> Reply;
     async fn reset(&mut self);
     async fn auth(&mut self, line: &Secret) -> Reply;
     async fn close(&mut self);
@@ -236,8 +236,9 @@ impl Connection<'_> {
                 }
             }
             Action::MessageEnd => {
-                let mut spool = self.spool.take().unwrap_or_else(|| Spool::new(0, None));
-                let reply = backend.message(&mut spool).await;
+                let spool = self.spool.take().unwrap_or_else(|| Spool::new(0, None));
+                let size = spool.len();
+                let reply = backend.message(spool).await;
                 let elapsed = self
                     .message_started
                     .take()
@@ -247,7 +248,7 @@ impl Connection<'_> {
                     peer = %self.peer,
                     from = %self.from,
                     recipients = self.recipients,
-                    size = spool.len(),
+                    size,
                     reply = %reply,
                     elapsed_ms = elapsed.unwrap_or(0),
                     "message"

@@ -405,27 +405,15 @@ impl Backend for RelayBackend {
         reply
     }
 
-    async fn message(&mut self, content: &mut Spool) -> Reply {
+    async fn message(&mut self, content: Spool) -> Reply {
         let Some(txn) = self.txn.take() else {
             return Self::gone();
         };
         if self.ready().is_none() {
             return Self::gone();
         }
-        // Transform first, upstream DATA after (I5): read the content, decide and seal off the
-        // async reactor.
-        let mut message = Vec::with_capacity(content.len() as usize);
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            match content.read_at(message.len() as u64, &mut buf) {
-                Ok(0) => break,
-                Ok(n) => message.extend_from_slice(&buf[..n]),
-                Err(e) => {
-                    tracing::error!(session = %self.id, error = %e, "cannot read spooled message");
-                    return Reply::new(451, "4.3.0", "Local error in processing, try again later");
-                }
-            }
-        }
+        // Transform first, upstream DATA after (I5): read the content, decide and seal, all off
+        // the async reactor.
         let Txn {
             mail,
             paths,
@@ -437,6 +425,17 @@ impl Backend for RelayBackend {
         let from = mail.address.clone();
         let started = std::time::Instant::now();
         let planned = tokio::task::spawn_blocking(move || {
+            let message = match content.into_bytes() {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read spooled message");
+                    return Err(Reply::new(
+                        451,
+                        "4.3.0",
+                        "Local error in processing, try again later",
+                    ));
+                }
+            };
             let envelope = Envelope {
                 from: &from,
                 authenticated: authenticated.as_deref(),

@@ -52,20 +52,14 @@ impl Backend for FolderBackend {
         Reply::new(250, "2.1.5", "OK")
     }
 
-    async fn message(&mut self, content: &mut Spool) -> Reply {
+    async fn message(&mut self, content: Spool) -> Reply {
         let n = self.counter.fetch_add(1, Ordering::Relaxed) + 1;
         let Some(dir) = &self.dir else {
             return Reply::new(250, "2.0.0", format!("Discarded as message {n}"));
         };
-        let mut bytes = Vec::with_capacity(content.len() as usize);
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            match content.read_at(bytes.len() as u64, &mut buf) {
-                Ok(0) => break,
-                Ok(k) => bytes.extend_from_slice(&buf[..k]),
-                Err(_) => return Reply::new(451, "4.3.0", "Local error reading message"),
-            }
-        }
+        let Ok(Ok(bytes)) = tokio::task::spawn_blocking(move || content.into_bytes()).await else {
+            return Reply::new(451, "4.3.0", "Local error reading message");
+        };
         let envelope = self.envelope.join("\n") + "\n";
         let eml = dir.join(format!("{n}.eml"));
         let env = dir.join(format!("{n}.envelope"));

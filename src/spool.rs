@@ -68,6 +68,17 @@ impl Spool {
         Ok(())
     }
 
+    /// The whole content in memory (no copy when it never left memory). Blocking file I/O when
+    /// it spilled: call it off the async reactor.
+    pub fn into_bytes(self) -> io::Result<Vec<u8>> {
+        let Some(file) = self.file else {
+            return Ok(self.memory);
+        };
+        let mut out = vec![0u8; usize::try_from(self.len).map_err(io::Error::other)?];
+        file.read_exact_at(&mut out, 0)?;
+        Ok(out)
+    }
+
     /// Reads content at `offset`; 0 at the end.
     pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
         if offset >= self.len {
@@ -117,5 +128,7 @@ mod tests {
             s
         };
         assert_eq!(read_all(&small), b"abc");
+        assert_eq!(small.into_bytes().unwrap(), b"abc");
+        assert_eq!(s.into_bytes().unwrap(), b"12345678901abc");
     }
 }
