@@ -106,19 +106,6 @@ fn explain(config: &std::path::Path, from: &str, to: &[String], json: bool) -> E
             return ExitCode::from(2);
         }
     };
-    let anchors = match &config.smime_trust_anchors {
-        None => None,
-        Some(p) => match std::fs::read(p)
-            .map_err(|e| e.to_string())
-            .and_then(|d| sealgate::store::x509::load_anchors(&d).map_err(|e| e.to_string()))
-        {
-            Ok(a) => Some(a),
-            Err(e) => {
-                eprintln!("sealgate: {}: {e}", p.display());
-                return ExitCode::FAILURE;
-            }
-        },
-    };
     // Ask a running server to let go of the store while we read it.
     let request = config
         .store_path
@@ -129,7 +116,10 @@ fn explain(config: &std::path::Path, from: &str, to: &[String], json: bool) -> E
         std::thread::sleep(std::time::Duration::from_millis(400));
         let _ = std::fs::remove_file(&request);
     }
-    let keys = sealgate::transform::StoreKeys::open(config.store_path.clone(), anchors);
+    let keys = sealgate::transform::StoreKeys::open(
+        config.store_path.clone(),
+        config.smime_trust_anchors.as_deref(),
+    );
     let result = keys.and_then(|k| {
         sealgate::explain::explain(
             &config.policy,

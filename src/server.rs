@@ -49,19 +49,11 @@ impl Server {
             path: config.store_path.display().to_string(),
             message,
         };
-        let anchors = match &config.smime_trust_anchors {
-            None => None,
-            Some(path) => {
-                let data = std::fs::read(path)
-                    .map_err(|e| store_error(format!("{}: {e}", path.display())))?;
-                Some(
-                    crate::store::x509::load_anchors(&data)
-                        .map_err(|e| store_error(e.to_string()))?,
-                )
-            }
-        };
-        let keys = StoreKeys::open(config.store_path.clone(), anchors)
-            .map_err(|e| store_error(e.to_string()))?;
+        let keys = StoreKeys::open(
+            config.store_path.clone(),
+            config.smime_trust_anchors.as_deref(),
+        )
+        .map_err(|e| store_error(e.to_string()))?;
         keys.watch();
         Self::bind_with_keys(config, keys).await
     }

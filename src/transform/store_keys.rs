@@ -4,7 +4,7 @@
 //! too) and answers lookups with a temporary failure until the file is gone; then it reopens.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -31,11 +31,20 @@ pub struct StoreKeys {
 const SENDER_TTL: Duration = Duration::from_secs(60);
 
 impl StoreKeys {
-    /// Opens the store now, so that a broken store shows at start-up.
-    pub fn open(
-        path: PathBuf,
-        anchors: Option<Vec<Vec<u8>>>,
-    ) -> Result<Arc<Self>, KeysUnavailable> {
+    /// Opens the store now, so that a broken store shows at start-up. `anchors_file`: the PEM
+    /// trust anchors recipient certificates must chain to (`[smime] trust_anchors`).
+    pub fn open(path: PathBuf, anchors_file: Option<&Path>) -> Result<Arc<Self>, KeysUnavailable> {
+        let anchors = match anchors_file {
+            None => None,
+            Some(file) => {
+                let data = std::fs::read(file)
+                    .map_err(|e| KeysUnavailable(format!("{}: {e}", file.display())))?;
+                Some(
+                    crate::store::x509::load_anchors(&data)
+                        .map_err(|e| KeysUnavailable(format!("{}: {e}", file.display())))?,
+                )
+            }
+        };
         let keys = Arc::new(StoreKeys {
             path,
             anchors,
