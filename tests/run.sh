@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The whole sealgate test suite, on a fresh Debian 12 machine with Rust installed:
 #   1. installs missing apt packages (non-interactive) and pytest,
-#   2. cargo build, cargo test,
+#   2. cargo build, cargo test --no-fail-fast,
 #   3. python3 -m pytest -q tests/ against target/debug/sealgate.
+# Every stage runs even when an earlier one failed; the end lists the failed stages.
 # Extra arguments are passed to pytest (e.g. tests/run.sh -k smuggling -x).
-# Exits non-zero on any failure.  Needs root (or sudo) for apt and for the Postfix e2e test.
+# Exits non-zero if any stage failed.  Needs root (or sudo) for apt and for the Postfix e2e test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,11 +38,31 @@ if ! "$PYTHON" -c "import pytest" 2>/dev/null; then
     "$PYTHON" -c "import pytest"
 fi
 
-echo "run.sh: cargo build"
-cargo build
-echo "run.sh: cargo test"
-cargo test
+# Every stage runs, whatever the one before it did: a failing cargo target must not hide the
+# Python tests (and the other way round). The summary names each stage that failed.
+failed=()
+stage() { # name command...
+    local name=$1; shift
+    echo "run.sh: $name"
+    if ! "$@"; then
+        failed+=("$name")
+        echo "run.sh: FAILED: $name" >&2
+    fi
+}
+
+stage "cargo build" cargo build
+stage "cargo test" cargo test --no-fail-fast
 
 export SEALGATE_BIN="$PWD/target/debug/sealgate"
-echo "run.sh: pytest (SEALGATE_BIN=$SEALGATE_BIN)"
-exec "$PYTHON" -m pytest -q tests/ "$@"
+if [ -x "$SEALGATE_BIN" ]; then
+    stage "pytest (SEALGATE_BIN=$SEALGATE_BIN)" "$PYTHON" -m pytest -q tests/ "$@"
+else
+    failed+=("pytest (no binary: the build failed)")
+fi
+
+if [ ${#failed[@]} -gt 0 ]; then
+    echo "run.sh: ${#failed[@]} stage(s) failed:" >&2
+    printf 'run.sh:   %s\n' "${failed[@]}" >&2
+    exit 1
+fi
+echo "run.sh: every stage passed"

@@ -266,6 +266,8 @@ def test_sealed_copies_survive_a_real_postfix_hop(postfix, sealgate_factory, pki
         (tmp_path / "entity").write_bytes(entity)
         v = run(["gpgsm", "--batch", "--status-fd", "2", "--verify", str(tmp_path / "sig.p7s"),
                  str(tmp_path / "entity")], env=env, check=False)
+        # No agent of this throwaway home may outlive the test.
+        run(["gpgconf", "--kill", "all"], env=env, check=False)
         status = v.stderr.decode(errors="replace")
         assert "[GNUPG:] GOODSIG" in status and "[GNUPG:] VALIDSIG" in status, status
 
