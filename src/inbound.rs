@@ -205,6 +205,8 @@ impl Connection<'_> {
                 self.session.features(features);
             }
             Action::Mail(path) => {
+                // A new transaction never starts with content of an earlier one (I11).
+                self.spool = None;
                 let reply = backend.mail(&path).await;
                 if reply.is_positive() {
                     self.message_started = Some(Instant::now());
@@ -256,7 +258,10 @@ impl Connection<'_> {
                 self.session.answer(reply);
             }
             Action::MessageAbort => self.spool = None,
-            Action::Reset => backend.reset().await,
+            Action::Reset => {
+                self.spool = None;
+                backend.reset().await
+            }
             Action::Auth(line) => {
                 let reply = backend.auth(&line).await;
                 self.session.answer(reply);

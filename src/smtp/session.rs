@@ -137,6 +137,8 @@ struct Transaction {
     smtputf8: bool,
     size: u64,
     oversize: bool,
+    /// The content holds a NUL octet: refused at its end (we offer no BINARYMIME).
+    nul: bool,
     /// Content arrives by BDAT (and not DATA) in this transaction.
     bdat: Option<BdatChecker>,
 }
@@ -293,6 +295,7 @@ impl Session {
                         smtputf8: self.mail_utf8,
                         size: 0,
                         oversize: false,
+                        nul: false,
                         bdat: None,
                     });
                 }
@@ -438,6 +441,10 @@ impl Session {
         };
         let Some(lf) = self.input.iter().position(|&b| b == b'\n') else {
             if self.input.len() >= limit {
+                if is_bdat(&self.input) && !matches!(self.phase, Phase::AuthContinue) {
+                    self.refuse_malformed_bdat();
+                    return true;
+                }
                 // Too long already: drop what we have and the rest of the line when it comes.
                 self.input.clear();
                 if !self.discarding_long_line {
@@ -454,7 +461,11 @@ impl Session {
             return true;
         }
         if raw.len() > limit {
-            self.error(Reply::new(500, "5.5.2", "Line too long"));
+            if is_bdat(&raw) && !matches!(self.phase, Phase::AuthContinue) {
+                self.refuse_malformed_bdat();
+            } else {
+                self.error(Reply::new(500, "5.5.2", "Line too long"));
+            }
             return true;
         }
         let Some(line) = raw.strip_suffix(b"\r\n") else {
@@ -471,9 +482,27 @@ impl Session {
         }
         match command::parse(line) {
             Ok(cmd) => self.command(cmd, line),
+            Err(_) if is_bdat(line) => self.refuse_malformed_bdat(),
             Err(reply) => self.error(reply),
         }
         true
+    }
+
+    /// A BDAT command that does not parse: its chunk is on the wire, but where it ends is
+    /// unknown, so nothing after it can be read as a command. The transaction is dropped and
+    /// the connection closed.
+    fn refuse_malformed_bdat(&mut self) {
+        if self.mail_accepted {
+            self.actions.push_back(Action::MessageAbort);
+            self.actions.push_back(Action::Reset);
+        }
+        self.tx = None;
+        self.mail_accepted = false;
+        self.close_with(Reply::new(
+            521,
+            "5.5.4",
+            "Malformed BDAT command, closing connection",
+        ));
     }
 
     fn command(&mut self, cmd: Command, line: &[u8]) {
@@ -510,8 +539,11 @@ impl Session {
         }
     }
 
+    /// Ends the transaction in progress, whatever ends it (RSET, EHLO, HELO): content received
+    /// so far (BDAT chunks) is dropped before anything else happens (SECURITY.md I11).
     fn reset_transaction(&mut self) {
         if self.mail_accepted {
+            self.actions.push_back(Action::MessageAbort);
             self.actions.push_back(Action::Reset);
         }
         self.tx = None;
@@ -587,6 +619,16 @@ impl Session {
             return self.error(reply);
         }
         self.mail_utf8 = path.param("SMTPUTF8").is_some();
+        let mut path = path;
+        if !self.authenticated {
+            // RFC 4954 section 5: a submitter we cannot vouch for becomes "<>"; the client's
+            // claim is never passed on to an upstream that may trust it.
+            for (k, v) in &mut path.params {
+                if k == "AUTH" {
+                    *v = Some("<>".into());
+                }
+            }
+        }
         self.ask(Pending::Mail, Action::Mail(path));
     }
 
@@ -672,7 +714,8 @@ impl Session {
             if tx.size > max {
                 tx.oversize = true;
             }
-            if !tx.oversize && !out.is_empty() {
+            tx.nul |= out.contains(&0);
+            if !tx.oversize && !tx.nul && !out.is_empty() {
                 self.actions.push_back(Action::Body(out));
             }
         }
@@ -707,7 +750,10 @@ impl Session {
                     return true;
                 }
                 tx.size += chunk.len() as u64;
-                self.actions.push_back(Action::Body(chunk));
+                tx.nul |= chunk.contains(&0);
+                if !tx.nul {
+                    self.actions.push_back(Action::Body(chunk));
+                }
             }
             return true;
         }
@@ -738,11 +784,19 @@ impl Session {
 
     fn finish_message(&mut self, longest_line: usize) {
         let oversize = self.tx.as_ref().is_some_and(|tx| tx.oversize);
+        let nul = self.tx.as_ref().is_some_and(|tx| tx.nul);
         let refusal = if oversize {
             Some(Reply::new(
                 552,
                 "5.3.4",
                 "Message size exceeds fixed maximum message size",
+            ))
+        } else if nul {
+            // A NUL must never reach an upstream that might drop it (in front of a dot, say).
+            Some(Reply::new(
+                554,
+                "5.6.0",
+                "NUL octets are not allowed in message content",
             ))
         } else if longest_line > self.cfg.max_line_length {
             Some(Reply::new(
@@ -803,7 +857,10 @@ impl Session {
                             )
                     }
                     "ENVID" => self.features.dsn && v.is_some_and(is_xtext),
-                    "AUTH" => self.auth_offered() || self.authenticated,
+                    "AUTH" => {
+                        (self.auth_offered() || self.authenticated)
+                            && v.is_some_and(|v| v == "<>" || is_xtext(v))
+                    }
                     _ => false,
                 };
             if !ok {
@@ -844,6 +901,13 @@ impl Session {
             self.tx.as_ref().is_some_and(|tx| tx.smtputf8),
         )
     }
+}
+
+/// The line is a BDAT command (well-formed or not): its verb is BDAT.
+fn is_bdat(line: &[u8]) -> bool {
+    line.len() >= 4
+        && line[..4].eq_ignore_ascii_case(b"BDAT")
+        && matches!(line.get(4), None | Some(b' ' | b'\t' | b'\r' | b'\n'))
 }
 
 fn check_unique(path: &PathWithParams) -> Result<(), Reply> {

@@ -196,11 +196,27 @@ fn smuggling_never_ends_a_message_nor_starts_another() {
 }
 
 #[test]
-fn nul_around_the_dot_is_content_not_an_end() {
+fn nul_in_content_is_not_an_end_and_refuses_the_message() {
     let input =
         b"EHLO c\r\nMAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nDATA\r\na\r\n.\x00\r\n\x00.\r\n.\r\n";
-    let o = drive(plain_cfg(), features(), input, 1);
-    assert_eq!(o.messages, [b"a\r\n\x00\r\n\x00.\r\n".to_vec()]);
+    for split in [1, 5, input.len()] {
+        let o = drive(plain_cfg(), features(), input, split);
+        // Content, not an end: one transaction, refused whole at its real end.
+        assert!(o.messages.is_empty(), "split {split}");
+        assert!(o
+            .replies
+            .ends_with("554 5.6.0 NUL octets are not allowed in message content\r\n"));
+        assert_eq!(o.events.iter().filter(|e| *e == "ABORT").count(), 1);
+    }
+    // The same in a BDAT chunk; the session goes on serving.
+    let o = drive(
+        plain_cfg(),
+        features(),
+        b"EHLO c\r\nMAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nBDAT 4 LAST\r\na\x00\r\nNOOP\r\n",
+        3,
+    );
+    assert!(o.messages.is_empty());
+    assert_eq!(codes(&o), ["220", "250", "250", "250", "554", "250"]);
 }
 
 #[test]
@@ -548,4 +564,97 @@ fn a_local_failure_mid_content_closes_and_drops_what_was_queued() {
     assert!(seen.iter().any(|a| a.contains("421")), "{seen:?}");
     assert_eq!(seen.last().map(String::as_str), Some("Close"));
     assert!(s.is_closed());
+}
+
+/// SECURITY.md I11: whatever ends a transaction whose BDAT content was partly received, that
+/// content never reaches the next transaction.
+#[test]
+fn aborted_bdat_content_never_reaches_the_next_transaction() {
+    let first = b"EHLO c\r\nMAIL FROM:<a@x>\r\nRCPT TO:<first@x>\r\nBDAT 5\r\nLEAK!";
+    let second = b"MAIL FROM:<a@x>\r\nRCPT TO:<second@y>\r\nBDAT 6 LAST\r\nsecond";
+    for end in ["RSET\r\n", "EHLO again\r\n", "HELO again\r\n"] {
+        let mut input = first.to_vec();
+        input.extend_from_slice(end.as_bytes());
+        input.extend_from_slice(second);
+        for split in [1, 7, input.len()] {
+            let o = drive(plain_cfg(), features(), &input, split);
+            assert_eq!(o.messages, [b"second".to_vec()], "{end:?} split {split}");
+            let abort = o.events.iter().position(|e| e == "ABORT");
+            let second_mail = o.events.iter().rposition(|e| e.starts_with("MAIL"));
+            assert!(abort < second_mail, "{end:?}: {:?}", o.events);
+        }
+    }
+    // A refused chunk (no valid recipient yet) is read and thrown away, never kept.
+    let o = drive(
+        plain_cfg(),
+        features(),
+        b"EHLO c\r\nMAIL FROM:<a@x>\r\nRCPT TO:<bad@x>\r\nBDAT 5\r\nLEAK!RCPT TO:<b@y>\r\nBDAT 2 LAST\r\nok",
+        3,
+    );
+    assert_eq!(o.messages, [b"ok".to_vec()]);
+}
+
+/// A BDAT line that does not parse leaves the chunk's end unknown: the connection is closed
+/// rather than reading the chunk as commands.
+#[test]
+fn unparsable_bdat_closes_the_connection() {
+    let long = format!("BDAT {}\r\n", "1".repeat(600));
+    for bad in [
+        "BDAT 10 LAST \r\n",
+        "BDAT  10\r\n",
+        "bdat x\r\n",
+        "BDAT\r\n",
+        &long,
+    ] {
+        let mut input = b"EHLO c\r\nMAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\n".to_vec();
+        input.extend_from_slice(bad.as_bytes());
+        input.extend_from_slice(b"MAIL FROM:<smuggled@x>\r\n");
+        let o = drive(plain_cfg(), features(), &input, 4);
+        assert!(o.closed, "{bad:?}: {}", o.replies);
+        assert!(o.replies.contains("521 5.5.4"), "{bad:?}: {}", o.replies);
+        assert!(
+            !o.events.iter().any(|e| e.contains("smuggled")),
+            "{bad:?}: {:?}",
+            o.events
+        );
+        assert!(o.messages.is_empty());
+    }
+}
+
+/// RFC 4954 section 5: only a client that authenticated through us may name a submitter.
+#[test]
+fn mail_auth_parameter_is_emptied_for_unauthenticated_clients() {
+    let cfg = SessionConfig {
+        implicit_tls: true,
+        ..plain_cfg()
+    };
+    let o = drive(
+        cfg.clone(),
+        features(),
+        b"EHLO c\r\nMAIL FROM:<a@x> AUTH=ceo@x.test SIZE=10\r\n",
+        4,
+    );
+    assert_eq!(o.events, ["MAIL <a@x> AUTH=<> SIZE=10"]);
+    // Authenticated through us: the client's value is passed on.
+    let o = drive(
+        cfg.clone(),
+        features(),
+        b"EHLO c\r\nAUTH PLAIN AGEAYg==\r\nMAIL FROM:<a@x> AUTH=a@x\r\n",
+        4,
+    );
+    assert_eq!(
+        o.events.last().map(String::as_str),
+        Some("MAIL <a@x> AUTH=a@x")
+    );
+    // Not xtext: refused, never passed on.
+    let o = drive(
+        cfg,
+        features(),
+        b"EHLO c\r\nMAIL FROM:<a@x> AUTH=a=b\r\n",
+        4,
+    );
+    assert!(
+        o.events.is_empty() && o.replies.contains(" 5.5.4 "),
+        "{o:?}"
+    );
 }
