@@ -1,19 +1,25 @@
-//! The one address normalisation rule, used for indexing keys and for every lookup.
+//! The one mail address type: every comparison of addresses in sealgate (policy rules, key
+//! lookups, Bcc planning, signing entitlement, explain, the log) goes through it, so no
+//! spelling of a mailbox escapes a rule (SECURITY.md I12).
 //!
-//! An address `local@domain` is normalised as follows:
+//! An address `local@domain` is parsed once (RCPT, MAIL, a header mailbox, a certificate's
+//! address) and normalised as follows:
 //!
 //! 1. Surrounding white space and one pair of angle brackets (`<a@b>`) are removed.
 //! 2. It is split at the **last** `@`; both sides must be non-empty.
 //! 3. The **domain** is converted with IDNA (UTS #46, STD3 rules) to A-labels, which also
-//!    lower-cases it; one trailing dot is dropped. `Bücher.Example` becomes
-//!    `xn--bcher-kva.example`.
-//! 4. The **local part is kept as written** (it is what [`Address::as_str`] shows), but it is
-//!    *matched* case-insensitively: the match key ([`Address::key`]) uses its Unicode lower-case
-//!    form. So `Alice@Example.ORG` and `alice@example.org` find the same keys, while the key still
-//!    displays the spelling that was in the certificate.
+//!    lower-cases it; one trailing dot is dropped (`bob@partner.example.` is the mailbox MTAs
+//!    deliver to as `bob@partner.example`). `Bücher.Example` becomes `xn--bcher-kva.example`.
+//! 4. A **quoted local part** whose content is a plain dot-atom is the same mailbox as the
+//!    dot-atom (RFC 5321 4.1.2): `"bob"@x` is `bob@x`, `"b\ob"@x` is `bob@x`. A quoted local part
+//!    that needs its quotes stays quoted, as written.
+//! 5. The **local part is kept as written** otherwise (it is what [`Address::as_str`] shows and
+//!    what the upstream receives), but it is *matched* case-insensitively: the match key
+//!    ([`Address::key`]) uses its Unicode lower-case form. So `Alice@Example.ORG` and
+//!    `alice@example.org` find the same keys and the same rules.
 //!
-//! Control characters, white space and a second layer of brackets are refused anywhere, so an
-//! address can never smuggle a separator into an index key.
+//! Control characters, white space and a second layer of brackets are refused anywhere outside
+//! a quoted local part, so an address can never smuggle a separator into an index key.
 
 use std::fmt;
 
@@ -45,26 +51,30 @@ impl Address {
         if let Some(inner) = s.strip_prefix('<').and_then(|r| r.strip_suffix('>')) {
             s = inner;
         }
-        if s.chars()
+        let (local, domain) = s
+            .rsplit_once('@')
+            .ok_or_else(|| AddressError::Syntax(input.to_string()))?;
+        let local =
+            local_part(local).ok_or_else(|| AddressError::ForbiddenChar(input.to_string()))?;
+        if domain
+            .chars()
             .any(|c| c.is_control() || c.is_whitespace() || c == '<' || c == '>')
         {
             return Err(AddressError::ForbiddenChar(input.to_string()));
         }
-        let (local, domain) = s
-            .rsplit_once('@')
-            .ok_or_else(|| AddressError::Syntax(input.to_string()))?;
-        let domain = domain.strip_suffix('.').unwrap_or(domain);
         if local.is_empty() || domain.is_empty() {
             return Err(AddressError::Syntax(input.to_string()));
         }
-        let ascii = idna::domain_to_ascii_cow(domain.as_bytes(), idna::AsciiDenyList::STD3)
-            .map_err(|_| AddressError::Domain(input.to_string()))?;
-        if ascii.is_empty() || ascii.contains('@') {
-            return Err(AddressError::Domain(input.to_string()));
-        }
-        let display = format!("{local}@{ascii}");
-        let key = format!("{}@{ascii}", local.to_lowercase());
+        let domain =
+            normalise_domain(domain).map_err(|_| AddressError::Domain(input.to_string()))?;
+        let display = format!("{local}@{domain}");
+        let key = format!("{}@{domain}", local.to_lowercase());
         Ok(Address { display, key })
+    }
+
+    /// The domain part (lower-case A-labels).
+    pub fn domain(&self) -> &str {
+        self.display.rsplit_once('@').map_or("", |(_, d)| d)
     }
 
     /// The address as shown: local part as written, domain in lower-case A-labels.
@@ -82,6 +92,62 @@ impl Address {
     pub fn matches(&self, other: &Address) -> bool {
         self.key == other.key
     }
+}
+
+/// A domain as every comparison sees it: IDNA A-labels (lower case), one trailing dot removed.
+/// An error when it is not a valid (internationalised) domain name.
+pub fn normalise_domain(domain: &str) -> Result<String, AddressError> {
+    let invalid = || AddressError::Domain(domain.to_string());
+    let trimmed = domain.strip_suffix('.').unwrap_or(domain);
+    if trimmed.is_empty() {
+        return Err(invalid());
+    }
+    let ascii = idna::domain_to_ascii_cow(trimmed.as_bytes(), idna::AsciiDenyList::STD3)
+        .map_err(|_| invalid())?;
+    if ascii.is_empty() || ascii.contains('@') || ascii.starts_with('.') || ascii.contains("..") {
+        return Err(invalid());
+    }
+    Ok(ascii.into_owned())
+}
+
+/// The local part as compared: a quoted string whose content is a dot-atom loses its quotes
+/// (and its quoted-pairs); any other quoted string is kept as written. `None` when it holds
+/// a character no local part may hold (controls; white space, brackets outside quotes).
+fn local_part(local: &str) -> Option<String> {
+    if let Some(quoted) = local
+        .strip_prefix('"')
+        .and_then(|r| r.strip_suffix('"'))
+        .filter(|_| local.len() >= 2)
+    {
+        let mut content = String::with_capacity(quoted.len());
+        let mut chars = quoted.chars();
+        while let Some(c) = chars.next() {
+            let c = if c == '\\' { chars.next()? } else { c };
+            if c.is_control() {
+                return None;
+            }
+            content.push(c);
+        }
+        return Some(if is_dot_atom(&content) {
+            content
+        } else {
+            local.to_string()
+        });
+    }
+    let forbidden = |c: char| c.is_control() || c.is_whitespace() || c == '<' || c == '>';
+    (!local.chars().any(forbidden)).then(|| local.to_string())
+}
+
+/// RFC 5322 dot-atom-text (with RFC 6531's UTF-8 characters): atoms separated by single dots.
+fn is_dot_atom(s: &str) -> bool {
+    let atext = |c: char| {
+        c.is_ascii_alphanumeric()
+            || "!#$%&'*+-/=?^_`{|}~".contains(c)
+            || (!c.is_ascii() && !c.is_control() && !c.is_whitespace())
+    };
+    !s.is_empty()
+        && s.split('.')
+            .all(|atom| !atom.is_empty() && atom.chars().all(atext))
 }
 
 impl fmt::Display for Address {
@@ -132,6 +198,33 @@ mod tests {
         ] {
             assert!(Address::parse(bad).is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn quoted_local_parts_reduced_when_equivalent() {
+        let plain = Address::parse("bob@partner.example").unwrap();
+        for spelling in [
+            "\"bob\"@partner.example",
+            "\"b\\ob\"@partner.example",
+            "BOB@partner.example.",
+            "<Bob@PARTNER.Example>",
+        ] {
+            assert!(
+                Address::parse(spelling).unwrap().matches(&plain),
+                "{spelling}"
+            );
+        }
+        assert_eq!(
+            Address::parse("\"bob\"@partner.example").unwrap().as_str(),
+            "bob@partner.example"
+        );
+        // Quotes that are needed stay.
+        let spaced = Address::parse("\"bob smith\"@x.test").unwrap();
+        assert_eq!(spaced.as_str(), "\"bob smith\"@x.test");
+        assert!(!spaced.matches(&Address::parse("bobsmith@x.test").unwrap()));
+        assert!(Address::parse("\"a\rb\"@x.test").is_err());
+        assert!(Address::parse("\"a.\"@x.test").unwrap().as_str() == "\"a.\"@x.test");
+        assert!(Address::parse("a@x..test").is_err());
     }
 
     #[test]

@@ -7,6 +7,7 @@ use der::Encode;
 use serde_json::{json, Value};
 use sha2::Digest;
 
+use crate::address::Address;
 use crate::policy::{
     decide_recipient, decide_signing, message_sign_mode, Outcome, PolicyConfig, SenderFacts,
     SigningDecision,
@@ -27,12 +28,12 @@ pub fn explain(
     policy: &PolicyConfig,
     keys: &dyn KeySource,
     from: &str,
-    to: &[String],
+    to: &[Address],
     now: SystemTime,
 ) -> Result<Value, KeysUnavailable> {
     let mut recipients = Vec::new();
     for address in to {
-        let found = keys.recipient(address, now)?;
+        let found = keys.recipient(address.as_str(), now)?;
         let d = decide_recipient(policy, address, &found.availability(), false);
         let key = match d.outcome {
             Outcome::Smime => found.smime.first().map(|c| {
@@ -49,7 +50,7 @@ pub fn explain(
             _ => None,
         };
         recipients.push(json!({
-            "address": address,
+            "address": address.as_str(),
             "rule": d.rule_match.as_ref().map(|m| json!({"index": d.rule, "match": m})),
             "encrypt": format!("{:?}", d.encrypt).to_lowercase(),
             "format": format!("{:?}", d.format).to_lowercase(),
@@ -59,7 +60,7 @@ pub fn explain(
             "unusable": found.unusable,
         }));
     }
-    let addresses: Vec<&str> = to.iter().map(String::as_str).collect();
+    let addresses: Vec<&Address> = to.iter().collect();
     let mode = message_sign_mode(policy, &addresses);
     let sender = keys.sender(from, now)?;
     let mailboxes = vec![from.to_string()];

@@ -4,6 +4,7 @@
 //! One message flows one way: [`server`] (listener) -> [`smtp::Session`] (sans-IO) ->
 //! [`relay`] (ties the session to its upstream) -> [`upstream`] (forced-TLS client).
 
+pub mod address;
 pub mod config;
 pub mod demo;
 pub mod explain;

@@ -106,6 +106,17 @@ fn explain(config: &std::path::Path, from: &str, to: &[String], json: bool) -> E
             return ExitCode::from(2);
         }
     };
+    // The same canonical form the relay decides on (RCPT parses the same way).
+    let mut recipients = Vec::with_capacity(to.len());
+    for a in to {
+        match sealgate::address::Address::parse(a) {
+            Ok(addr) => recipients.push(addr),
+            Err(e) => {
+                eprintln!("sealgate: --to {a:?}: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
     // Ask a running server to let go of the store while we read it.
     let request = config
         .store_path
@@ -125,7 +136,7 @@ fn explain(config: &std::path::Path, from: &str, to: &[String], json: bool) -> E
             &config.policy,
             k.as_ref(),
             from,
-            to,
+            &recipients,
             std::time::SystemTime::now(),
         )
     });

@@ -10,6 +10,7 @@ use base64::Engine;
 use tokio::task::JoinHandle;
 use zeroize::Zeroizing;
 
+use crate::address::Address;
 use crate::inbound::Backend;
 use crate::policy::decide_recipient;
 use crate::smtp::command::PathWithParams;
@@ -308,6 +309,15 @@ impl Backend for RelayBackend {
     async fn mail(&mut self, path: &PathWithParams) -> Reply {
         self.settle().await;
         self.txn = None;
+        // The reverse-path in the one canonical form (the null path `<>` stays as it is).
+        let mut path = path.clone();
+        if !path.address.is_empty() {
+            match Address::parse(&path.address) {
+                Ok(a) => path.address = a.as_str().to_string(),
+                Err(_) => return Reply::new(553, "5.1.7", "Bad sender address syntax"),
+            }
+        }
+        let path = &path;
         if self.auth_lost {
             return Reply::new(
                 451,
@@ -359,12 +369,20 @@ impl Backend for RelayBackend {
     }
 
     async fn rcpt(&mut self, path: &PathWithParams) -> Reply {
+        // Parsed once: the rules, the keys, the copies and the upstream all see this one form
+        // (SECURITY.md I12), so no spelling of a mailbox escapes a rule.
+        let Ok(address) = Address::parse(&path.address) else {
+            return Reply::new(553, "5.1.3", "Bad recipient address syntax");
+        };
+        let mut path = path.clone();
+        path.address = address.as_str().to_string();
         // The store may be busy (handed to a key command) for a moment: not on the reactor.
         let source = self.pipeline.keys.clone();
-        let address = path.address.clone();
-        let looked_up =
-            tokio::task::spawn_blocking(move || source.recipient(&address, SystemTime::now()))
-                .await;
+        let lookup = address.clone();
+        let looked_up = tokio::task::spawn_blocking(move || {
+            source.recipient(lookup.as_str(), SystemTime::now())
+        })
+        .await;
         let keys =
             match looked_up.unwrap_or_else(|e| Err(transform::KeysUnavailable(e.to_string()))) {
                 Ok(k) => k,
@@ -379,25 +397,25 @@ impl Backend for RelayBackend {
             };
         let decision = decide_recipient(
             &self.pipeline.settings.policy,
-            &path.address,
+            &address,
             &keys.availability(),
             false,
         );
         if let Some(refusal) = decision.refusal() {
-            tracing::info!(session = %self.id, recipient = %path.address, reason = %decision.reason, "recipient refused by policy");
+            tracing::info!(session = %self.id, recipient = %address, reason = %decision.reason, "recipient refused by policy");
             return refusal;
         }
         let Some(up) = self.ready() else {
             return Self::gone();
         };
-        let reply = match up.rcpt(path).await {
+        let reply = match up.rcpt(&path).await {
             Ok(reply) => reply.with_enhanced_default(),
             Err(e) => return self.lost(e),
         };
         if let (true, Some(txn)) = (reply.is_positive(), self.txn.as_mut()) {
-            txn.paths.push(path.clone());
+            txn.paths.push(path);
             txn.accepted.push(AcceptedRecipient {
-                address: path.address.clone(),
+                address,
                 decision,
                 keys,
             });

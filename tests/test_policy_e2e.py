@@ -160,6 +160,70 @@ def test_required_domain_without_key_is_refused_at_rcpt(secure):
     assert [t.rcpt_addrs for t in r.up.messages] == [[b"bob@example.org"]]
 
 
+@pytest.mark.parametrize("spelling", [
+    "x@eu.required.test.",          # trailing dot: Postfix strips it and delivers
+    '"x"@eu.required.test',         # quoted local part equal to the dot-atom
+    "X@EU.Required.TEST",           # case
+])
+def test_required_rule_holds_for_every_spelling_of_the_mailbox(secure, spelling):
+    """SECURITY.md I12: a rule is not escaped by writing the same mailbox another way."""
+    r = secure()
+    with r.session() as c:
+        assert c.cmd("MAIL FROM:<alice@example.org>").code == 250
+        reply = c.cmd(f"RCPT TO:<{spelling}>")
+        assert (reply.code, reply.enhanced) == (550, "5.7.1"), reply
+        c.quit()
+    assert not any(b"required.test" in c.lower() for c in r.up.commands())
+
+
+def test_idna_rule_matches_u_and_a_label_spellings(secure):
+    r = secure(upstream={"smtputf8": True},
+               policy={**POLICY, "rule": [{"match": "b\u00fccher.example", "encrypt": "required"}]})
+    with r.session() as c:
+        assert c.cmd("MAIL FROM:<alice@example.org> SMTPUTF8").code == 250
+        for spelling in ["a@xn--bcher-kva.example", "a@B\u00fccher.Example.", "\"a\"@XN--BCHER-KVA.example"]:
+            reply = c.cmd(f"RCPT TO:<{spelling}>".encode())
+            assert (reply.code, reply.enhanced) == (550, "5.7.1"), (spelling, reply)
+        c.quit()
+
+
+def test_recipient_sent_upstream_in_the_form_decided_for(secure):
+    r = secure()
+    with r.session() as c:
+        assert c.cmd("MAIL FROM:<alice@example.org>").code == 250
+        assert c.cmd('RCPT TO:<"bob"@Example.ORG.>').code == 250
+        c.quit()
+    assert b"RCPT TO:<bob@example.org>" in r.up.commands()
+
+
+@pytest.mark.parametrize("subject", [
+    b"=?UTF-8?Q?=5Bsecure=5D_Gr=C3=BC=C3=9Fe?=",
+    b"=?UTF-8?B?W3NlY3VyZV0gR3LDvMOfZQ==?=",
+    b"=?UTF-8?Q?=5Bsec?=\r\n =?UTF-8?Q?ure=5D_Gr=C3=BC=C3=9Fe?=",
+])
+def test_subject_trigger_in_rfc2047_encoded_subjects(secure, smime_pki, subject):
+    r = secure()
+    msg = MSG.replace(b"Subject: Quarterly figures", b"Subject: " + subject)
+    with pytest.raises(smtplib.SMTPDataError) as e:
+        send(r, "alice@example.org", ["bob@example.org", "nokey@example.org"], msg)
+    assert e.value.smtp_code == 550 and b"5.7.1" in e.value.smtp_error
+    assert r.up.messages == []
+    assert send(r, "alice@example.org", ["bob@example.org"], msg) == {}
+    [bob] = [t.content for t in r.up.messages]
+    inner = cms_verify(cms_decrypt(bob, smime_pki["rsa1.pem"], smime_pki["rsa1.key"]), smime_pki["ca.pem"])
+    for part in (bob, inner):
+        subj = email.message_from_bytes(part, policy=email.policy.default)["Subject"]
+        if subj is not None:
+            assert str(subj) == "Gr\u00fc\u00dfe", (subj, part[:400])
+
+
+def test_forged_result_header_never_reaches_the_upstream(secure):
+    r = secure()
+    forged = MSG.replace(b"Subject:", b"X-Sealgate-Result: encrypted=smime; signed=yes\r\nSubject:")
+    assert send(r, "alice@example.org", ["nokey@example.org"], forged) == {}
+    assert all(b"x-sealgate-result" not in t.content.lower() for t in r.up.messages)
+
+
 def test_subject_trigger_raises_to_required_and_is_removed(secure, smime_pki):
     r = secure()
     msg = MSG.replace(b"Subject: Quarterly", b"Subject: [secure] Quarterly")

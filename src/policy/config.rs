@@ -5,6 +5,8 @@ use std::fmt;
 
 use serde::Deserialize;
 
+use crate::address::{normalise_domain, Address};
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EncryptMode {
@@ -83,47 +85,36 @@ pub enum RuleMatch {
 }
 
 impl RuleMatch {
+    /// Parses a rule's `match`. Addresses and domains are normalised exactly as recipients are
+    /// ([`Address`]: IDNA A-labels, lower case, trailing dot removed), so a rule written with a
+    /// U-label or in capitals matches every spelling of the same mailbox.
     pub fn parse(text: &str) -> Result<RuleMatch, String> {
         let t = text.trim();
         if t.is_empty() || t.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(format!("invalid match {text:?}"));
         }
-        let valid_domain = |d: &str| {
-            !d.is_empty()
-                && !d.starts_with('.')
-                && !d.ends_with('.')
-                && !d.contains("..")
-                && !d.contains('@')
-                && !d.contains('*')
-        };
-        if let Some((local, domain)) = t.rsplit_once('@') {
-            if local.is_empty() || !valid_domain(domain) {
-                return Err(format!("invalid address {text:?}"));
+        let domain = |d: &str, what: &str| {
+            if d.contains(['@', '*']) || d.ends_with('.') {
+                return Err(format!("invalid {what} {text:?}"));
             }
-            return Ok(RuleMatch::Address(format!(
-                "{}@{}",
-                local.to_lowercase(),
-                domain.to_ascii_lowercase()
-            )));
+            normalise_domain(d).map_err(|_| format!("invalid {what} {text:?}"))
+        };
+        if t.contains('@') {
+            let address = Address::parse(t).map_err(|_| format!("invalid address {text:?}"))?;
+            domain(address.domain(), "address")?;
+            return Ok(RuleMatch::Address(address.key().to_string()));
         }
         if let Some(rest) = t.strip_prefix("*.") {
-            if !valid_domain(rest) {
-                return Err(format!("invalid wildcard domain {text:?}"));
-            }
-            return Ok(RuleMatch::Subdomains(rest.to_ascii_lowercase()));
+            return Ok(RuleMatch::Subdomains(domain(rest, "wildcard domain")?));
         }
-        if !valid_domain(t) {
-            return Err(format!("invalid domain {text:?}"));
-        }
-        Ok(RuleMatch::Domain(t.to_ascii_lowercase()))
+        Ok(RuleMatch::Domain(domain(t, "domain")?))
     }
 
     /// Specificity of a match for `address` (higher wins), or None.
-    pub(crate) fn specificity(&self, address: &str) -> Option<usize> {
-        let normalised = normalise(address);
-        let domain = normalised.rsplit_once('@').map_or("", |(_, d)| d);
+    pub(crate) fn specificity(&self, address: &Address) -> Option<usize> {
+        let domain = address.domain();
         match self {
-            RuleMatch::Address(a) => (a == &normalised).then_some(usize::MAX),
+            RuleMatch::Address(a) => (a == address.key()).then_some(usize::MAX),
             RuleMatch::Domain(d) => (d == domain).then_some(usize::MAX - 1),
             RuleMatch::Subdomains(d) => {
                 let hit = domain == d
@@ -143,16 +134,6 @@ impl fmt::Display for RuleMatch {
             RuleMatch::Domain(d) => f.write_str(d),
             RuleMatch::Subdomains(d) => write!(f, "*.{d}"),
         }
-    }
-}
-
-/// Lower-cases the whole address for matching (local parts are matched case-insensitively).
-pub(crate) fn normalise(address: &str) -> String {
-    match address.rsplit_once('@') {
-        Some((local, domain)) => {
-            format!("{}@{}", local.to_lowercase(), domain.to_ascii_lowercase())
-        }
-        None => address.to_lowercase(),
     }
 }
 
@@ -315,7 +296,7 @@ impl PolicyConfig {
     }
 
     /// The most specific rule for `address`, if any.
-    pub fn rule_for(&self, address: &str) -> Option<&Rule> {
+    pub fn rule_for(&self, address: &Address) -> Option<&Rule> {
         self.rules
             .iter()
             .filter_map(|r| r.matches.specificity(address).map(|s| (s, r)))
@@ -374,7 +355,7 @@ mod tests {
             "#,
         )
         .unwrap();
-        let idx = |a: &str| p.rule_for(a).map(|r| r.index);
+        let idx = |a: &str| p.rule_for(&Address::parse(a).unwrap()).map(|r| r.index);
         assert_eq!(idx("boss@PARTNER.example"), Some(3));
         assert_eq!(
             idx("BOSS@partner.example"),

@@ -1,6 +1,7 @@
 //! The decisions themselves: one per recipient (at RCPT time), one per message for signing.
 
-use super::config::{normalise, EncryptMode, Format, PolicyConfig, SignMode};
+use super::config::{EncryptMode, Format, PolicyConfig, SignMode};
+use crate::address::Address;
 use crate::smtp::Reply;
 
 /// What the key store found usable for one recipient, now.
@@ -55,7 +56,7 @@ impl RecipientDecision {
 /// (subject or header trigger): it makes encryption required whatever the rule says.
 pub fn decide_recipient(
     policy: &PolicyConfig,
-    address: &str,
+    address: &Address,
     keys: &KeyAvailability,
     raised: bool,
 ) -> RecipientDecision {
@@ -101,7 +102,7 @@ pub fn decide_recipient(
         (EncryptMode::Required, None) => (Outcome::Refuse, format!("required: {why_none}")),
     };
     RecipientDecision {
-        address: address.to_string(),
+        address: address.as_str().to_string(),
         rule: rule.map(|r| r.index),
         rule_match: rule.map(|r| r.matches.to_string()),
         encrypt,
@@ -113,7 +114,7 @@ pub fn decide_recipient(
 
 /// The signing mode of a message: the strictest of the global mode and the modes of the rules
 /// that matched its recipients.
-pub fn message_sign_mode(policy: &PolicyConfig, recipients: &[&str]) -> SignMode {
+pub fn message_sign_mode(policy: &PolicyConfig, recipients: &[&Address]) -> SignMode {
     let rank = |m: SignMode| match m {
         SignMode::Off => 0,
         SignMode::WhenPossible => 1,
@@ -181,12 +182,14 @@ fn entitlement(f: &SenderFacts<'_>) -> Result<(), String> {
             f.from_mailboxes.len()
         ));
     }
-    let sender = normalise(f.envelope_from);
-    if normalise(&f.from_mailboxes[0]) != sender {
+    // One canonical form for every side of the comparison (SECURITY.md I12).
+    let key = |a: &str| Address::parse(a).map(|a| a.key().to_string()).ok();
+    let sender = key(f.envelope_from).ok_or("envelope sender is not a valid address")?;
+    if key(&f.from_mailboxes[0]).as_ref() != Some(&sender) {
         return Err("From header differs from the envelope sender".into());
     }
     match f.authenticated {
-        Some(user) if normalise(user) != sender => {
+        Some(user) if key(user).as_ref() != Some(&sender) => {
             Err::<(), String>("authenticated identity may not send as this sender".into())
         }
         Some(_) => Ok(()),
@@ -200,6 +203,10 @@ fn entitlement(f: &SenderFacts<'_>) -> Result<(), String> {
 mod tests {
     use super::super::config::{Rule, RuleMatch};
     use super::*;
+
+    fn addr(a: &str) -> Address {
+        Address::parse(a).unwrap()
+    }
 
     fn policy(encrypt: EncryptMode, format: Format) -> PolicyConfig {
         PolicyConfig {
@@ -237,7 +244,7 @@ mod tests {
             (Off, Format::Smime, true, true, O::Plain),
         ];
         for (mode, format, s, p, expected) in cases {
-            let d = decide_recipient(&policy(mode, format), "a@x.test", &keys(s, p), false);
+            let d = decide_recipient(&policy(mode, format), &addr("a@x.test"), &keys(s, p), false);
             assert_eq!(d.outcome, expected, "{mode:?} {format:?} smime={s} pgp={p}");
             assert_eq!(d.refusal().is_some(), expected == O::Refuse);
         }
@@ -249,7 +256,7 @@ mod tests {
         k.unusable.push("certificate expired".into());
         let d = decide_recipient(
             &policy(EncryptMode::Required, Format::Auto),
-            "bob@p.test",
+            &addr("bob@p.test"),
             &k,
             false,
         );
@@ -277,15 +284,15 @@ mod tests {
             sign: None,
             index: 1,
         });
-        let d = decide_recipient(&p, "a@partner.example", &keys(false, true), false);
+        let d = decide_recipient(&p, &addr("a@partner.example"), &keys(false, true), false);
         assert_eq!((d.outcome, d.rule), (Outcome::Refuse, Some(0)));
-        let d = decide_recipient(&p, "news@partner.example", &keys(true, true), false);
+        let d = decide_recipient(&p, &addr("news@partner.example"), &keys(true, true), false);
         assert_eq!((d.outcome, d.rule), (Outcome::Plain, Some(1)));
-        let d = decide_recipient(&p, "a@elsewhere.test", &keys(false, false), false);
+        let d = decide_recipient(&p, &addr("a@elsewhere.test"), &keys(false, false), false);
         assert_eq!((d.outcome, d.rule), (Outcome::Plain, None));
-        let d = decide_recipient(&p, "a@elsewhere.test", &keys(false, false), true);
+        let d = decide_recipient(&p, &addr("a@elsewhere.test"), &keys(false, false), true);
         assert_eq!(d.outcome, Outcome::Refuse, "trigger raises to required");
-        let d = decide_recipient(&p, "news@partner.example", &keys(false, true), true);
+        let d = decide_recipient(&p, &addr("news@partner.example"), &keys(false, true), true);
         assert_eq!(
             d.outcome,
             Outcome::Openpgp,
@@ -384,12 +391,125 @@ mod tests {
             sign: Some(SignMode::Required),
             index: 0,
         });
-        assert_eq!(message_sign_mode(&p, &["a@x.test"]), SignMode::WhenPossible);
         assert_eq!(
-            message_sign_mode(&p, &["a@x.test", "b@eu.bank.test"]),
+            message_sign_mode(&p, &[&addr("a@x.test")]),
+            SignMode::WhenPossible
+        );
+        assert_eq!(
+            message_sign_mode(&p, &[&addr("a@x.test"), &addr("b@eu.bank.test")]),
             SignMode::Required
         );
         p.sign = SignMode::Off;
-        assert_eq!(message_sign_mode(&p, &["a@x.test"]), SignMode::Off);
+        assert_eq!(message_sign_mode(&p, &[&addr("a@x.test")]), SignMode::Off);
+    }
+
+    mod spellings {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Rules of every kind that could catch `partner.example` mailboxes.
+        fn ruled() -> PolicyConfig {
+            let mut p = policy(EncryptMode::Opportunistic, Format::Auto);
+            for (i, (m, e)) in [
+                ("partner.example", EncryptMode::Required),
+                ("*.b\u{fc}cher.example", EncryptMode::Required),
+                ("News@Partner.Example", EncryptMode::Off),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                p.rules.push(Rule {
+                    matches: RuleMatch::parse(m).unwrap(),
+                    encrypt: Some(e),
+                    format: None,
+                    sign: None,
+                    index: i,
+                });
+            }
+            p
+        }
+
+        /// A spelling the upstream would deliver to the same mailbox as `local@domain`.
+        fn respell(
+            local: &str,
+            domain: &str,
+            flips: &[bool],
+            quote: bool,
+            dot: bool,
+            ulabel: bool,
+        ) -> String {
+            let flip = |s: &str, off: usize| -> String {
+                s.chars()
+                    .enumerate()
+                    .map(|(i, c)| {
+                        if flips
+                            .get((i + off) % flips.len().max(1))
+                            .copied()
+                            .unwrap_or(false)
+                        {
+                            c.to_ascii_uppercase()
+                        } else {
+                            c
+                        }
+                    })
+                    .collect()
+            };
+            let local = flip(local, 0);
+            let local = if quote { format!("\"{local}\"") } else { local };
+            let domain = if ulabel {
+                domain.replace("xn--bcher-kva", "b\u{fc}cher")
+            } else {
+                domain.to_string()
+            };
+            let domain = flip(&domain, 3);
+            format!("{local}@{domain}{}", if dot { "." } else { "" })
+        }
+
+        proptest! {
+            /// SECURITY.md I12: for any two spellings of one mailbox, the same decision.
+            #[test]
+            fn every_spelling_of_a_mailbox_gets_the_same_decision(
+                local in "[a-z0-9][a-z0-9._+-]{0,10}[a-z0-9]|news",
+                domain in prop::sample::select(vec![
+                    "partner.example", "eu.xn--bcher-kva.example", "xn--bcher-kva.example", "other.test",
+                ]),
+                a in (prop::collection::vec(any::<bool>(), 1..8), any::<bool>(), any::<bool>(), any::<bool>()),
+                b in (prop::collection::vec(any::<bool>(), 1..8), any::<bool>(), any::<bool>(), any::<bool>()),
+                smime in any::<bool>(),
+                raised in any::<bool>(),
+            ) {
+                prop_assume!(!local.contains(".."));
+                let p = ruled();
+                let one = respell(&local, domain, &a.0, a.1, a.2, a.3);
+                let two = respell(&local, domain, &b.0, b.1, b.2, b.3);
+                let (x, y) = (Address::parse(&one).unwrap(), Address::parse(&two).unwrap());
+                prop_assert_eq!(x.key(), y.key());
+                let k = keys(smime, false);
+                let (dx, dy) = (decide_recipient(&p, &x, &k, raised), decide_recipient(&p, &y, &k, raised));
+                prop_assert_eq!((dx.outcome, dx.rule, dx.encrypt), (dy.outcome, dy.rule, dy.encrypt), "{} vs {}", one, two);
+            }
+        }
+
+        #[test]
+        fn known_spellings_hit_the_rule() {
+            let p = ruled();
+            for spelling in [
+                "bob@partner.example.",
+                "\"bob\"@partner.example",
+                "BOB@PARTNER.EXAMPLE",
+                "a@eu.B\u{fc}cher.example",
+                "a@EU.XN--BCHER-KVA.EXAMPLE.",
+            ] {
+                let d = decide_recipient(&p, &addr(spelling), &keys(false, false), false);
+                assert_eq!(d.outcome, Outcome::Refuse, "{spelling}");
+            }
+            let d = decide_recipient(
+                &p,
+                &addr("\"NEWS\"@partner.example."),
+                &keys(false, false),
+                false,
+            );
+            assert_eq!((d.outcome, d.rule), (Outcome::Plain, Some(2)));
+        }
     }
 }

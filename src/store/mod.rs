@@ -17,9 +17,8 @@
 //!   non-revoked transport-encryption subkey exists (signing: a signing-capable unencrypted
 //!   secret key).
 //!
-//! Addresses are normalised by one rule, see [`address`].
+//! Addresses are normalised by one rule, see [`crate::address`].
 
-pub mod address;
 pub mod openpgp;
 pub mod pem;
 pub mod private;
@@ -32,7 +31,7 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-pub use address::{Address, AddressError};
+pub use crate::address::{Address, AddressError};
 pub use private::PrivateIdentity;
 pub use sled_store::SledStore;
 

@@ -16,9 +16,9 @@ use pgp::types::RevocationStatus;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use super::address::Address;
 use super::x509::unix_secs;
 use super::{Purpose, Unusable};
+use crate::address::Address;
 
 /// What the store records about one OpenPGP certificate.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

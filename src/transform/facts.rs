@@ -1,11 +1,19 @@
 //! What the policy needs to know about a message's header, and the removal of the triggers
 //! (subject tag, `X-Sealgate-Encrypt`) before anything is sent.
 
+use crate::address::Address;
 use crate::mime::{self, Limits, MimeError, Protection};
 use crate::policy::PolicyConfig;
 
 /// The header field that raises a message to "encryption required". It never leaves sealgate.
 pub const TRIGGER_HEADER: &str = "X-Sealgate-Encrypt";
+
+/// The header field sealgate adds to changed copies (`policy.result_header`).
+pub const RESULT_HEADER: &str = "X-Sealgate-Result";
+
+/// Every field whose name starts with this is ours: read (the trigger) and removed from client
+/// input, so none can be forged by a client (SECURITY.md I14).
+const OUR_PREFIX: &str = "X-Sealgate-";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MessageFacts {
@@ -13,7 +21,8 @@ pub struct MessageFacts {
     pub from_fields: usize,
     /// Mailboxes of all From fields.
     pub from_mailboxes: Vec<String>,
-    /// Addresses named in To and Cc (lower-cased): envelope recipients not among them are Bcc.
+    /// Match keys ([`Address::key`]) of the addresses named in To and Cc: envelope recipients
+    /// not among them are Bcc.
     pub visible: Vec<String>,
     /// The message is already signed or encrypted by the client.
     pub protection: Protection,
@@ -30,11 +39,9 @@ pub fn read(message: &[u8], limits: &Limits) -> Result<MessageFacts, MimeError> 
             from_fields += 1;
             from_mailboxes.extend(mime::mailboxes(&field.value()));
         } else if field.is("To") || field.is("Cc") {
-            visible.extend(
-                mime::mailboxes(&field.value())
-                    .iter()
-                    .map(|a| a.to_lowercase()),
-            );
+            visible.extend(mime::mailboxes(&field.value()).iter().map(|a| {
+                Address::parse(a).map_or_else(|_| a.to_lowercase(), |a| a.key().to_string())
+            }));
         }
     }
     Ok(MessageFacts {
@@ -45,10 +52,12 @@ pub fn read(message: &[u8], limits: &Limits) -> Result<MessageFacts, MimeError> 
     })
 }
 
-/// Removes from the header what must never leave: `Bcc`/`Resent-Bcc` fields and the triggers.
+/// Removes from the header what must never leave: `Bcc`/`Resent-Bcc` fields, the triggers and
+/// every `X-Sealgate-*` field a client sent (ours are added later, never taken from input).
 /// Returns the message to send and whether a trigger asked for encryption.
 /// `X-Sealgate-Encrypt` is always removed, whatever its value; the subject tag only when
-/// configured. The body is never touched.
+/// configured. The tag is found in the decoded subject (RFC 2047 encoded words), and a subject
+/// that had encoded words is encoded again without it. The body is never touched.
 pub fn strip_triggers(
     message: Vec<u8>,
     policy: &PolicyConfig,
@@ -64,21 +73,36 @@ pub fn strip_triggers(
             changed = true;
             continue;
         }
-        if field.is(TRIGGER_HEADER) {
+        if is_ours(field) {
             changed = true;
-            if policy.header_trigger && field.value().trim().eq_ignore_ascii_case("required") {
+            if field.is(TRIGGER_HEADER)
+                && policy.header_trigger
+                && field.value().trim().eq_ignore_ascii_case("required")
+            {
                 raised = true;
             }
             continue;
         }
         if let (true, Some(tag)) = (field.is("Subject"), policy.subject_trigger.as_deref()) {
-            let value = field.value();
+            let encoded = field.raw_value().windows(2).any(|w| w == b"=?");
+            let value = if encoded {
+                mime::decode_unstructured(field.raw_value())
+            } else {
+                field.value()
+            };
             if let Some(pos) = find_ignore_ascii_case(&value, tag) {
                 let mut stripped = String::with_capacity(value.len());
                 stripped.push_str(&value[..pos]);
                 stripped.push_str(&value[pos + tag.len()..]);
                 let stripped = stripped.split_whitespace().collect::<Vec<_>>().join(" ");
-                mime::HeaderField::new(field.name(), &stripped).write_to(&mut header);
+                let stripped = if encoded {
+                    mime::encode_unstructured(&stripped)
+                } else {
+                    stripped
+                };
+                mime::HeaderField::new(field.name(), &stripped)
+                    .refold(mime::MAX_LINE)?
+                    .write_to(&mut header);
                 raised = true;
                 changed = true;
                 continue;
@@ -92,6 +116,13 @@ pub fn strip_triggers(
     header.extend_from_slice(b"\r\n");
     header.extend_from_slice(&message[parsed.body_offset..]);
     Ok((header, raised))
+}
+
+fn is_ours(field: &mime::HeaderField) -> bool {
+    field
+        .name()
+        .get(..OUR_PREFIX.len())
+        .is_some_and(|p| p.eq_ignore_ascii_case(OUR_PREFIX))
 }
 
 /// Byte offset of `needle` in `haystack`, ASCII case-insensitively. Offsets are those of the
@@ -172,6 +203,65 @@ mod tests {
         assert_eq!(
             strip_triggers(plain.to_vec(), &policy, &Limits::default()).unwrap(),
             (plain.to_vec(), false)
+        );
+    }
+
+    fn trigger_policy() -> PolicyConfig {
+        PolicyConfig {
+            subject_trigger: Some("[secure]".into()),
+            ..PolicyConfig::default()
+        }
+    }
+
+    /// The subject of `message` after stripping, decoded, and whether the trigger fired.
+    fn stripped_subject(message: &str) -> (String, bool) {
+        let (out, raised) = strip_triggers(
+            message.as_bytes().to_vec(),
+            &trigger_policy(),
+            &Limits::default(),
+        )
+        .unwrap();
+        let parsed = mime::parse_message(&out, &Limits::default()).unwrap();
+        let subject = parsed.field("Subject").expect("subject kept");
+        assert!(subject.raw_value().is_ascii() || !message.is_ascii());
+        assert!(subject.longest_line() <= mime::MAX_LINE);
+        (mime::decode_unstructured(subject.raw_value()), raised)
+    }
+
+    #[test]
+    fn subject_trigger_in_encoded_words() {
+        for raw in [
+            "=?UTF-8?Q?=5Bsecure=5D_Gr=C3=BC=C3=9Fe?=",
+            "=?utf-8?B?W3NlY3VyZV0gR3LDvMOfZQ==?=",
+            "=?UTF-8?Q?=5Bsec?=\r\n =?UTF-8?Q?ure=5D_Gr=C3=BC=C3=9Fe?=",
+            "=?ISO-8859-1?Q?=5BSECURE=5D_Gr=FC=DFe?=",
+        ] {
+            let (subject, raised) = stripped_subject(&format!("Subject: {raw}\r\n\r\nbody\r\n"));
+            assert!(raised, "{raw}");
+            assert_eq!(subject, "Gr\u{fc}\u{df}e", "{raw}");
+        }
+        // Encoded words without the tag: untouched, not raised.
+        let msg = "Subject: =?UTF-8?Q?Gr=C3=BC=C3=9Fe?=\r\n\r\nx\r\n";
+        let (out, raised) = strip_triggers(
+            msg.as_bytes().to_vec(),
+            &trigger_policy(),
+            &Limits::default(),
+        )
+        .unwrap();
+        assert!(!raised);
+        assert_eq!(out, msg.as_bytes());
+    }
+
+    /// SECURITY.md I14: a client cannot forge a field sealgate adds.
+    #[test]
+    fn our_fields_are_never_taken_from_the_client() {
+        let msg = b"From: a@x.test\r\nX-Sealgate-Result: encrypted=smime; signed=yes\r\nx-sealgate-anything: 1\r\nX-Sealgate-Encrypt: no\r\nX-Sealgatey: kept\r\n\r\nX-Sealgate-Result: in the body stays\r\n";
+        let (out, raised) =
+            strip_triggers(msg.to_vec(), &PolicyConfig::default(), &Limits::default()).unwrap();
+        assert!(!raised);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "From: a@x.test\r\nX-Sealgatey: kept\r\n\r\nX-Sealgate-Result: in the body stays\r\n"
         );
     }
 }

@@ -12,12 +12,13 @@ mod verify;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-pub use facts::{read as read_facts, strip_triggers, MessageFacts, TRIGGER_HEADER};
+pub use facts::{read as read_facts, strip_triggers, MessageFacts, RESULT_HEADER, TRIGGER_HEADER};
 pub use keys::{KeySource, KeysUnavailable, RecipientKeys, SenderKeys};
 pub use plan::{plan_copies, CopyPlan};
 pub use seal::{copy_is_signed, seal_copy, CopySpec, SealError, SealSettings};
 pub use store_keys::StoreKeys;
 
+use crate::address::Address;
 use crate::policy::{
     decide_recipient, decide_signing, message_sign_mode, Outcome, PolicyConfig, RecipientDecision,
     SenderFacts, SignMode, SigningDecision,
@@ -26,7 +27,8 @@ use crate::smtp::Reply;
 
 /// One accepted recipient of the transaction, with what was decided at RCPT time.
 pub struct AcceptedRecipient {
-    pub address: String,
+    /// Parsed once at RCPT; what the upstream was given and every decision was made for.
+    pub address: Address,
     pub decision: RecipientDecision,
     pub keys: RecipientKeys,
 }
@@ -167,6 +169,7 @@ pub fn plan_message(
     let facts = read_facts(&content, limits).map_err(mail_error)?;
 
     // A trigger makes encryption required for everyone: fail closed for recipients without keys.
+    // Planning compares match keys (one canonical form, SECURITY.md I12).
     let outcomes: Vec<(String, Outcome)> = envelope
         .recipients
         .iter()
@@ -176,10 +179,14 @@ pub fn plan_message(
             } else {
                 r.decision.clone()
             };
-            (r.address.clone(), decision.outcome)
+            (r.address.key().to_string(), decision.outcome)
         })
         .collect();
-    if let Some((address, _)) = outcomes.iter().find(|(_, o)| *o == Outcome::Refuse) {
+    if let Some(i) = outcomes.iter().position(|(_, o)| *o == Outcome::Refuse) {
+        let address = envelope
+            .recipients
+            .get(i)
+            .map_or("", |r| r.address.as_str());
         return Err(Reply::new(
             550,
             "5.7.1",
@@ -203,11 +210,7 @@ pub fn plan_message(
     }
     let wrap = facts.protection.is_protected();
 
-    let addresses: Vec<&str> = envelope
-        .recipients
-        .iter()
-        .map(|r| r.address.as_str())
-        .collect();
+    let addresses: Vec<&Address> = envelope.recipients.iter().map(|r| &r.address).collect();
     let mode = message_sign_mode(policy, &addresses);
     let sender = if mode == SignMode::Off || envelope.from.is_empty() {
         Arc::new(SenderKeys::default())
@@ -276,7 +279,7 @@ fn with_result_header(content: Vec<u8>, seal: Outcome, signed: bool) -> Vec<u8> 
         _ => "no",
     };
     let mut out = format!(
-        "X-Sealgate-Result: encrypted={encrypted}; signed={}\r\n",
+        "{RESULT_HEADER}: encrypted={encrypted}; signed={}\r\n",
         if signed { "yes" } else { "no" }
     )
     .into_bytes();

@@ -12,12 +12,13 @@ pub struct CopyPlan {
     pub seal: Outcome,
 }
 
-/// `recipients`: (address, outcome) in RCPT order; `visible`: lower-cased To/Cc addresses.
+/// `recipients`: (match key, outcome) in RCPT order; `visible`: match keys of the To/Cc
+/// addresses (see [`crate::address::Address::key`]).
 /// Refused recipients never reach this point.
 pub fn plan_copies(recipients: &[(String, Outcome)], visible: &[String]) -> Vec<CopyPlan> {
     let mut copies: Vec<CopyPlan> = Vec::new();
     for (i, (address, outcome)) in recipients.iter().enumerate() {
-        let bcc = !visible.iter().any(|v| v == &address.to_lowercase());
+        let bcc = !visible.iter().any(|v| v == address);
         let own_copy = bcc && matches!(outcome, Outcome::Smime | Outcome::Openpgp);
         if !own_copy {
             if let Some(c) = copies
@@ -44,7 +45,7 @@ impl CopyPlan {
                 .recipients
                 .first()
                 .and_then(|&i| recipients.get(i))
-                .is_some_and(|(a, _)| !visible.iter().any(|v| v == &a.to_lowercase()))
+                .is_some_and(|(a, _)| !visible.iter().any(|v| v == a))
     }
 }
 
@@ -105,11 +106,17 @@ mod tests {
     }
 
     #[test]
-    fn visible_matching_is_case_insensitive_and_two_bcc_never_share() {
-        let recipients = r(&[("A@X", Smime), ("b1@x", Smime), ("b2@x", Smime)]);
-        let plan = plan_copies(&recipients, &["a@x".to_string()]);
+    fn any_spelling_of_a_visible_address_is_visible_and_two_bcc_never_share() {
+        let key = |a: &str| crate::address::Address::parse(a).unwrap().key().to_string();
+        let recipients: Vec<(String, Outcome)> = ["\"A\"@X.", "c@x", "b1@x", "b2@x"]
+            .iter()
+            .map(|a| (key(a), Smime))
+            .collect();
+        let visible = vec![key("a@x"), key("C@X")];
+        let plan = plan_copies(&recipients, &visible);
         assert_eq!(plan.len(), 3);
-        assert!(plan.iter().all(|c| c.recipients.len() == 1));
+        assert_eq!(plan[0].recipients, [0, 1]);
+        assert!(plan[1..].iter().all(|c| c.recipients.len() == 1));
     }
 
     #[test]
