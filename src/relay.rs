@@ -197,6 +197,41 @@ impl RelayBackend {
         up.send_message(&mut Spool::from_bytes(content)).await
     }
 
+    /// Every copy must fit the upstream's SIZE before the first one is sent: a copy refused
+    /// for its size after others were accepted would make the client retry (and duplicate)
+    /// for ever. Copies whose bound is above the limit are sealed to measure them.
+    async fn check_sizes(
+        &mut self,
+        sealing: &Arc<Sealing>,
+        accepted: &Arc<Vec<AcceptedRecipient>>,
+    ) -> Result<(), Reply> {
+        let limit = match self.ready().and_then(|up| up.features().size) {
+            Some(limit) if limit > 0 => limit,
+            _ => return Ok(()),
+        };
+        for i in 0..sealing.len() {
+            if sealing.size_bound(i) <= limit {
+                continue;
+            }
+            let (s, a, p) = (sealing.clone(), accepted.clone(), self.pipeline.clone());
+            let size = tokio::task::spawn_blocking(move || {
+                s.seal(i, &a, &p.settings.seal, SystemTime::now())
+                    .map(|c| c.content.len() as u64)
+            })
+            .await
+            .unwrap_or(Ok(0))?;
+            if size > limit {
+                tracing::info!(session = %self.id, copy = i, size, limit, "sealed copy exceeds the upstream's SIZE");
+                return Err(Reply::new(
+                    552,
+                    "5.3.4",
+                    "Message too big for the upstream once encrypted and signed",
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Seals and sends the copies one at a time (memory bounded by the message, not by the
     /// number of copies). Each copy is sealed before its transaction opens (I5).
     async fn send_copies(
@@ -221,6 +256,9 @@ impl RelayBackend {
             Err(e) => return self.lost(e),
         }
         let total = sealing.len();
+        if let Err(reply) = self.check_sizes(&sealing, &accepted).await {
+            return reply;
+        }
         let mut done = 0;
         let mut last = Reply::new(250, "2.0.0", "OK");
         for i in 0..total {
@@ -301,7 +339,11 @@ impl Backend for RelayBackend {
     async fn features(&mut self) -> UpstreamFeatures {
         self.settle().await;
         match &self.slot {
-            Slot::Ready(r) => r.features(),
+            Slot::Ready(r) => {
+                let mut features = r.features();
+                features.size = features.size.map(transform::client_size_limit);
+                features
+            }
             _ => UpstreamFeatures::default(),
         }
     }

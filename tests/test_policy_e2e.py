@@ -224,6 +224,29 @@ def test_forged_result_header_never_reaches_the_upstream(secure):
     assert all(b"x-sealgate-result" not in t.content.lower() for t in r.up.messages)
 
 
+def test_size_headroom_and_sealed_copies_checked_before_any_is_sent(secure):
+    """A copy that grows past the upstream's SIZE once sealed is refused before the first copy
+    goes out (552, permanent): never a first copy accepted, then 451 and a duplicate on retry."""
+    r = secure(upstream={"size": 200000})
+    with r.session() as c:
+        ehlo = c.cmd("EHLO client.test")
+        assert "SIZE 142857" in ehlo.text, ehlo.text  # 200000 / 1.4
+        c.quit()
+    import random
+    rnd = random.Random(7)
+    lines = [bytes(rnd.randrange(0x80, 0x100) for _ in range(70)) for _ in range(1900)]
+    body = b"\r\n".join(lines) + b"\r\n"
+    msg = (b"From: Alice <alice@example.org>\r\nTo: bob@example.org, nokey@example.org\r\n"
+           b"Subject: big\r\nContent-Type: application/octet-stream\r\n"
+           b"Content-Transfer-Encoding: 8bit\r\n\r\n" + body)
+    assert len(msg) < 142857
+    with pytest.raises(smtplib.SMTPDataError) as e:
+        send(r, "alice@example.org", ["bob@example.org", "nokey@example.org"], msg)
+    assert e.value.smtp_code == 552 and b"5.3.4" in e.value.smtp_error, e.value
+    assert r.up.messages == []
+    assert [v for v in r.up.verbs() if v == b"MAIL"] == [b"MAIL"], r.up.verbs()
+
+
 def test_subject_trigger_raises_to_required_and_is_removed(secure, smime_pki):
     r = secure()
     msg = MSG.replace(b"Subject: Quarterly", b"Subject: [secure] Quarterly")

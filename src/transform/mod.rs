@@ -106,6 +106,22 @@ impl Sealing {
             .join(",")
     }
 
+    /// An upper bound of copy `i`'s size once sealed, without sealing it: canonicalisation
+    /// may re-encode 8-bit content (at most 1.4x), the signature and certificates add a little,
+    /// and S/MIME or PGP/MIME encryption wraps the result in base64 again (1.4x with line
+    /// ends). Used to decide cheaply that a copy certainly fits the upstream's SIZE.
+    pub fn size_bound(&self, i: usize) -> u64 {
+        let content = self.content.len() as u64;
+        let canonical = content.saturating_mul(14) / 10 + 64 * 1024;
+        let recipients = self.copies.get(i).map_or(0, |c| c.recipients.len()) as u64;
+        match self.copies.get(i).map(|c| c.seal) {
+            Some(Outcome::Smime | Outcome::Openpgp) => {
+                canonical.saturating_mul(14) / 10 + recipients.saturating_add(1) * 2048 + 8192
+            }
+            _ => canonical,
+        }
+    }
+
     /// Seals copy `i` (CPU work: call it off the async reactor). Errors are the client's reply.
     pub fn seal(
         &self,
@@ -145,6 +161,21 @@ impl Sealing {
             content,
         })
     }
+}
+
+/// How much larger than the client's message a sealed copy typically gets (base64 of a CMS or
+/// OpenPGP packet around canonical content), in percent.
+pub const SEALING_GROWTH_PERCENT: u64 = 140;
+
+/// The SIZE to announce to clients when the upstream announces `upstream` (0: no limit): the
+/// headroom lets a message of that size still fit once sealed, so a size refusal is decided
+/// before anything is sent, not after a first copy was accepted.
+pub fn client_size_limit(upstream: u64) -> u64 {
+    if upstream == 0 {
+        return 0;
+    }
+    (upstream / SEALING_GROWTH_PERCENT).saturating_mul(100)
+        + upstream % SEALING_GROWTH_PERCENT * 100 / SEALING_GROWTH_PERCENT
 }
 
 /// Everything the transform needs from the configuration.
@@ -285,4 +316,18 @@ fn with_result_header(content: Vec<u8>, seal: Outcome, signed: bool) -> Vec<u8> 
     .into_bytes();
     out.extend_from_slice(&content);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_size_limit_leaves_sealing_headroom() {
+        assert_eq!(client_size_limit(0), 0, "no limit stays no limit");
+        assert_eq!(client_size_limit(140), 100);
+        assert_eq!(client_size_limit(200_000), 142_857);
+        assert_eq!(client_size_limit(52_428_800), 37_449_142);
+        assert!(client_size_limit(u64::MAX) < u64::MAX);
+    }
 }
