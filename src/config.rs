@@ -266,7 +266,35 @@ impl Config {
             }])
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        Config::parse(&text, base).map_err(fail)
+        let config = Config::parse(&text, base).map_err(fail)?;
+        let errors = config.check_files();
+        if errors.is_empty() {
+            Ok(config)
+        } else {
+            Err(fail(errors))
+        }
+    }
+
+    /// What `serve` needs from the file system beyond the TLS material `parse` already loaded:
+    /// the trust anchors parse, and the store and spool directories (or the directories they
+    /// would be created in) can be written by this user. `check-config` and `serve` both come
+    /// through here ([`Config::load`]), so a configuration that passes the check starts.
+    fn check_files(&self) -> Vec<ConfigError> {
+        let mut c = Collector { errors: Vec::new() };
+        if let Some(file) = &self.smime_trust_anchors {
+            if let Err(e) = crate::store::x509::load_anchors_file(file) {
+                c.push("smime.trust_anchors", e);
+            }
+        }
+        if let Err(e) = writable_dir(&self.store_path) {
+            c.push("store.path", e);
+        }
+        if let Some(dir) = &self.spool_dir {
+            if let Err(e) = writable_dir(dir) {
+                c.push("server.spool_dir", e);
+            }
+        }
+        c.errors
     }
 
     /// Parses configuration text; relative paths are taken relative to `base`.
@@ -522,6 +550,37 @@ impl Config {
             _ => Err(c.errors),
         }
     }
+}
+
+/// `dir` (or, when it does not exist yet, the nearest existing directory above it, where it
+/// would be created) accepts a new file from this user. Probed by creating and removing a file:
+/// permission bits alone do not tell (ACLs, read-only mounts, root without CAP_DAC_OVERRIDE).
+fn writable_dir(dir: &Path) -> Result<(), String> {
+    let mut existing = dir;
+    while !existing.exists() {
+        existing = match existing.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+    }
+    if !existing.is_dir() {
+        return Err(format!("{} is not a directory", existing.display()));
+    }
+    tempfile::Builder::new()
+        .prefix(".sealgate-check-")
+        .tempfile_in(existing)
+        .map(drop)
+        .map_err(|e| {
+            if existing == dir {
+                format!("{}: cannot write here: {e}", dir.display())
+            } else {
+                format!(
+                    "{}: cannot be created in {}: {e}",
+                    dir.display(),
+                    existing.display()
+                )
+            }
+        })
 }
 
 fn split_host_port(address: &str) -> Option<(String, u16)> {

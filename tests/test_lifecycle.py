@@ -67,6 +67,29 @@ def test_check_config_accepts_a_valid_file_and_lists_every_error_of_a_bad_one(re
     assert serve.returncode == 2 and "upstream.tls" in serve.stderr
 
 
+def test_check_config_checks_what_serve_loads(relay, tmp_path):
+    """Issue 9 item 10: trust anchors, store and spool paths are checked by check-config, with
+    the same code serve runs, so a file that passes the check starts."""
+    good = relay.sg.config_path.read_text()
+    not_pem = tmp_path / "anchors.pem"
+    not_pem.write_text("this is not a certificate\n")
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    bad = tmp_path / "bad.toml"
+    bad.write_text(
+        good.replace(f'path = "{relay.sg.workdir / "store"}"', f'path = "{a_file / "store"}"')
+        .replace('hostname = "sealgate.test"', f'hostname = "sealgate.test"\nspool_dir = "{a_file}"')
+        + f'\n[smime]\ntrust_anchors = "{not_pem}"\n')
+    res = subprocess.run([SEALGATE_BIN, "check-config", "--config", str(bad)],
+                         capture_output=True, text=True, timeout=30)
+    assert res.returncode == 2, (res.stdout, res.stderr)
+    for needle in ("smime.trust_anchors", "store.path", "server.spool_dir", "not a directory"):
+        assert needle in res.stderr, f"{needle!r} missing from:\n{res.stderr}"
+    serve = subprocess.run([SEALGATE_BIN, "serve", "--config", str(bad)],
+                           capture_output=True, text=True, timeout=30)
+    assert serve.returncode == 2 and "smime.trust_anchors" in serve.stderr, serve.stderr
+
+
 def test_implicit_tls_on_both_sides(relay_factory, pki):
     r = relay_factory(upstream={"tls": "implicit"},
                       listen=[{"tls": "implicit"}],

@@ -490,6 +490,17 @@ pub fn from_unix(secs: u64) -> SystemTime {
 }
 
 /// Parses trust anchors (any certificate format [`parse_certificates`] reads).
+/// Reads and parses a PEM trust-anchors file (`[smime] trust_anchors`): the one loader that
+/// `check-config`, `serve` and `policy explain` share. The error names the file.
+pub fn load_anchors_file(path: &std::path::Path) -> Result<Vec<Vec<u8>>, String> {
+    let data = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let anchors = load_anchors(&data).map_err(|e| format!("{}: {e}", path.display()))?;
+    if anchors.is_empty() {
+        return Err(format!("{}: no certificate in the file", path.display()));
+    }
+    Ok(anchors)
+}
+
 pub fn load_anchors(data: &[u8]) -> Result<Vec<Vec<u8>>, StoreError> {
     parse_certificates(data, &mut |_, _| {}).map_err(|reason| StoreError::Parse {
         what: "trust anchors".into(),

@@ -37,12 +37,7 @@ impl StoreKeys {
         let anchors = match anchors_file {
             None => None,
             Some(file) => {
-                let data = std::fs::read(file)
-                    .map_err(|e| KeysUnavailable(format!("{}: {e}", file.display())))?;
-                Some(
-                    crate::store::x509::load_anchors(&data)
-                        .map_err(|e| KeysUnavailable(format!("{}: {e}", file.display())))?,
-                )
+                Some(crate::store::x509::load_anchors_file(file).map_err(KeysUnavailable)?)
             }
         };
         let keys = Arc::new(StoreKeys {
