@@ -36,6 +36,12 @@ fn limits() -> Limits {
         session_timeout: Duration::from_secs(3600),
         memory_spool: 1 << 20,
         mime: sealgate::mime::Limits::default(),
+        // The benchmark's 32 sessions come from one address.
+        max_connections_per_ip: 10_000,
+        max_junk_commands: 100,
+        min_data_rate: 0,
+        data_rate_window: Duration::from_secs(30),
+        max_sealing_memory: 4 << 30,
     }
 }
 
@@ -144,6 +150,8 @@ fn main() {
             spool_dir: None,
             sign_without_auth: false,
             session_timeout: Duration::from_secs(3600),
+            min_data_rate: 0,
+            data_rate_window: std::time::Duration::from_secs(30),
         };
         // SEALGATE_BENCH_SINK_DIR=DIR keeps what the sink receives, to check what was measured.
         let keep = std::env::var_os("SEALGATE_BENCH_SINK_DIR").map(std::path::PathBuf::from);

@@ -99,6 +99,16 @@ pub struct Limits {
     pub memory_spool: usize,
     /// Bounds of MIME processing (header section, fields, nesting, parts).
     pub mime: crate::mime::Limits,
+    /// Simultaneous connections from one client address.
+    pub max_connections_per_ip: usize,
+    /// Commands that make no progress (NOOP, RSET, VRFY, HELP, BDAT 0, repeated EHLO/HELO)
+    /// tolerated between two messages.
+    pub max_junk_commands: usize,
+    /// Slowest message content accepted, in bytes per second over each `data_rate_window`.
+    pub min_data_rate: u64,
+    pub data_rate_window: Duration,
+    /// Message bytes that planning and sealing may hold at once, over all sessions.
+    pub max_sealing_memory: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -236,6 +246,11 @@ struct RawLimits {
     max_header_fields: Option<usize>,
     max_mime_depth: Option<usize>,
     max_mime_parts: Option<usize>,
+    max_connections_per_ip: Option<usize>,
+    max_junk_commands: Option<usize>,
+    min_data_rate: Option<u64>,
+    data_rate_window: Option<u64>,
+    max_sealing_memory: Option<u64>,
 }
 
 struct Collector {
@@ -515,7 +530,35 @@ impl Config {
                     max_parts: limit("max_mime_parts", l.max_mime_parts, d.max_parts),
                 }
             },
+            max_connections_per_ip: positive(
+                "max_connections_per_ip",
+                l.max_connections_per_ip.map(|v| v as u64),
+                20,
+            ) as usize,
+            max_junk_commands: positive(
+                "max_junk_commands",
+                l.max_junk_commands.map(|v| v as u64),
+                100,
+            ) as usize,
+            // 0 turns the check off (a link known to be that slow).
+            min_data_rate: l.min_data_rate.unwrap_or(1024),
+            data_rate_window: Duration::from_secs(positive(
+                "data_rate_window",
+                l.data_rate_window,
+                30,
+            )),
+            max_sealing_memory: positive(
+                "max_sealing_memory",
+                l.max_sealing_memory,
+                4 * 1024 * 1024 * 1024,
+            ),
         };
+        if limits.max_sealing_memory < limits.max_message_size {
+            c.push(
+                "limits.max_sealing_memory",
+                "must be at least max_message_size (one message must fit)",
+            );
+        }
         if limits.max_connections > 1_000_000 {
             c.push("limits.max_connections", "must be at most 1000000");
         }
@@ -686,5 +729,21 @@ mod tests {
         let mut params = rcgen::CertificateParams::new(vec![]).unwrap();
         params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
         params.self_signed(&key).unwrap().pem()
+    }
+
+    /// The production template documents every key: it parses, and the only complaints on a
+    /// machine without its files are about those files.
+    #[test]
+    fn the_deploy_template_is_valid() {
+        let text = include_str!("../deploy/sealgate.toml");
+        let errors = Config::parse(text, Path::new("/etc/sealgate"))
+            .err()
+            .unwrap_or_default();
+        for e in &errors {
+            assert!(
+                e.location.ends_with("cert/key") || e.location.ends_with("ca_file"),
+                "{e}"
+            );
+        }
     }
 }

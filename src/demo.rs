@@ -88,6 +88,8 @@ pub async fn run(opts: DemoOptions) -> Result<(), DemoError> {
         spool_dir: None,
         sign_without_auth: false,
         session_timeout: std::time::Duration::from_secs(3600),
+        min_data_rate: 0,
+        data_rate_window: std::time::Duration::from_secs(30),
     };
     let (sink_addr, _count, _sink) = crate::sink::spawn(opts.sink, sink_rt, Some(mail_dir.clone()))
         .await

@@ -45,6 +45,45 @@ pub struct ListenerRuntime {
     pub session_timeout: Duration,
     /// Messages from unauthenticated clients may be signed (listen.sign_without_auth).
     pub sign_without_auth: bool,
+    /// Slowest message content accepted, bytes per second over each `data_rate_window`
+    /// (0: no check).
+    pub min_data_rate: u64,
+    pub data_rate_window: Duration,
+}
+
+/// Measures the data rate of message content over consecutive windows: a client that sends
+/// less than the minimum in a window is cut, however it spreads its bytes.
+#[derive(Debug)]
+struct RateWindow {
+    start: tokio::time::Instant,
+    length: Duration,
+    bytes: u64,
+}
+
+impl RateWindow {
+    fn new(now: tokio::time::Instant, length: Duration) -> Self {
+        RateWindow {
+            start: now,
+            length,
+            bytes: 0,
+        }
+    }
+
+    fn end(&self) -> tokio::time::Instant {
+        self.start + self.length
+    }
+
+    /// At or after the window's end: false when the window fell short of `min` bytes per
+    /// second; otherwise a new window starts.
+    fn check(&mut self, now: tokio::time::Instant, min: u64) -> bool {
+        if now < self.end() {
+            return true;
+        }
+        let needed = (u128::from(min) * self.length.as_millis() / 1000) as u64;
+        let ok = self.bytes >= needed;
+        *self = RateWindow::new(now, self.length);
+        ok
+    }
 }
 
 enum ClientStream {
@@ -154,6 +193,7 @@ impl Connection<'_> {
         // it trickles in (a byte every few seconds must not hold a connection forever).
         let mut command_deadline: Option<tokio::time::Instant> = None;
         let mut lines_seen = 0;
+        let mut rate: Option<RateWindow> = None;
         loop {
             while let Some(action) = self.session.next_action() {
                 if !self.act(action, backend).await {
@@ -171,9 +211,21 @@ impl Connection<'_> {
                 return;
             };
             let now = tokio::time::Instant::now();
+            let min_rate = self.rt.min_data_rate;
+            if !self.session.in_data() || min_rate == 0 {
+                rate = None;
+            }
+            let data_deadline = now + self.rt.data_timeout;
             let deadline = if self.session.in_data() {
                 command_deadline = None;
-                now + self.rt.data_timeout
+                match (min_rate, &mut rate) {
+                    (0, _) => data_deadline,
+                    (_, window) => data_deadline.min(
+                        window
+                            .get_or_insert_with(|| RateWindow::new(now, self.rt.data_rate_window))
+                            .end(),
+                    ),
+                }
             } else {
                 // A new command starts when the buffer is empty or a line was completed.
                 if self.session.buffered() == 0 || self.session.lines_taken() != lines_seen {
@@ -182,7 +234,25 @@ impl Connection<'_> {
                 lines_seen = self.session.lines_taken();
                 *command_deadline.get_or_insert(now + self.rt.command_timeout)
             };
-            match tokio::time::timeout_at(deadline.min(session_end), stream.read(&mut buf)).await {
+            let read =
+                tokio::time::timeout_at(deadline.min(session_end), stream.read(&mut buf)).await;
+            if let (Ok(Ok(n)), Some(window)) = (&read, rate.as_mut()) {
+                window.bytes += *n as u64;
+            }
+            // The content's data rate, at the end of each window (SECURITY.md I9). A read that
+            // timed out because the window ended is not a timeout of the client.
+            let now = tokio::time::Instant::now();
+            if let Some(window) = rate.as_mut().filter(|w| now >= w.end()) {
+                if !window.check(now, min_rate) {
+                    tracing::info!(session = self.id, peer = %self.peer, "message content slower than limits.min_data_rate; closing");
+                    self.session.too_slow();
+                    continue;
+                }
+                if read.is_err() && now < data_deadline && now < session_end {
+                    continue;
+                }
+            }
+            match read {
                 Err(_) => self.session.timed_out(),
                 Ok(Ok(0)) | Ok(Err(_)) => {
                     if self.spool.take().is_some() || self.session.in_data() {
@@ -317,5 +387,37 @@ impl Connection<'_> {
                 false
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_rate_is_judged_per_window() {
+        let t0 = tokio::time::Instant::now();
+        let second = Duration::from_secs(1);
+        let mut w = RateWindow::new(t0, 30 * second);
+        w.bytes = 29 * 1024;
+        assert!(
+            w.check(t0 + 10 * second, 1024),
+            "not judged before the window ends"
+        );
+        assert_eq!(w.bytes, 29 * 1024);
+        assert!(
+            !w.check(t0 + 30 * second, 1024),
+            "29 KB in 30 s is below 1 KB/s"
+        );
+        let t1 = t0 + 30 * second;
+        assert_eq!((w.start, w.bytes), (t1, 0), "a new window starts");
+        w.bytes = 30 * 1024;
+        assert!(
+            w.check(t1 + 30 * second, 1024),
+            "exactly the minimum passes"
+        );
+        let mut w = RateWindow::new(t0, Duration::from_millis(1500));
+        w.bytes = 1499;
+        assert!(!w.check(t0 + Duration::from_millis(1500), 1000));
     }
 }

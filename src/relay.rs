@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use base64::Engine;
-use tokio::task::JoinHandle;
 use zeroize::Zeroizing;
 
 use crate::address::Address;
@@ -19,16 +18,56 @@ use crate::spool::Spool;
 use crate::transform::{self, AcceptedRecipient, Envelope, KeySource, Plan, Sealing, Settings};
 use crate::upstream::{Connector, Phase, Ready, UpstreamError};
 
-/// What every session of a server shares: the policy, the sealing settings and the keys.
+/// What every session of a server shares: the policy, the sealing settings, the keys, and the
+/// memory budget of planning and sealing.
 pub struct Pipeline {
     pub settings: Settings,
     pub keys: Arc<dyn KeySource>,
+    pub memory: MemoryBudget,
+}
+
+/// How long a message waits for sealing memory before it gets `451 4.3.1`.
+const MEMORY_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Message memory that planning and sealing may hold at once over all sessions
+/// (`limits.max_sealing_memory`), counted in KiB. A message holds about four times its size
+/// while it is planned and sealed (content, canonical form, signed and encrypted copy).
+pub struct MemoryBudget {
+    permits: Arc<tokio::sync::Semaphore>,
+    total_kib: u32,
+}
+
+impl MemoryBudget {
+    pub fn new(bytes: u64) -> Self {
+        let total_kib = u32::try_from((bytes / 1024).max(1)).unwrap_or(u32::MAX);
+        MemoryBudget {
+            permits: Arc::new(tokio::sync::Semaphore::new(total_kib as usize)),
+            total_kib,
+        }
+    }
+
+    /// What a message of `size` bytes is charged.
+    fn charge(&self, size: u64) -> u32 {
+        let kib = size.saturating_mul(4) / 1024 + 1;
+        u32::try_from(kib).unwrap_or(u32::MAX).min(self.total_kib)
+    }
+
+    /// Waits (briefly) for the memory a message of `size` bytes needs.
+    async fn reserve(&self, size: u64) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let permits = self.permits.clone().acquire_many_owned(self.charge(size));
+        tokio::time::timeout(MEMORY_WAIT, permits).await.ok()?.ok()
+    }
+
+    /// KiB currently held by messages being planned or sealed.
+    pub fn in_use_kib(&self) -> u32 {
+        self.total_kib
+            .saturating_sub(u32::try_from(self.permits.available_permits()).unwrap_or(u32::MAX))
+    }
 }
 
 enum Slot {
     /// No upstream session (not yet opened, or dropped after a failure).
     Idle,
-    Connecting(JoinHandle<Result<Ready, UpstreamError>>),
     Ready(Box<Ready>),
     /// The first connection attempt failed; reported at the next MAIL, then retried.
     Failed(UpstreamError),
@@ -69,41 +108,24 @@ pub struct RelayBackend {
 }
 
 impl RelayBackend {
-    /// Starts connecting to the upstream at once, while the client is being greeted.
+    /// No upstream session yet: it is opened at the client's EHLO (or, after HELO, its first
+    /// MAIL), so port scanners and idle sockets never open TLS sessions to the real MTA.
     pub fn new(
         connector: Arc<Connector>,
         pipeline: Arc<Pipeline>,
         id: &str,
         sign_without_auth: bool,
     ) -> Self {
-        let c = connector.clone();
-        let handle = tokio::spawn(async move { c.connect().await });
         RelayBackend {
             connector,
             pipeline,
-            slot: Slot::Connecting(handle),
+            slot: Slot::Idle,
             id: id.to_string(),
             txn: None,
             auth: AuthProgress::None,
             authenticated_as: None,
             auth_lost: false,
             sign_without_auth,
-        }
-    }
-
-    /// Waits for a pending connection attempt.
-    async fn settle(&mut self) {
-        if let Slot::Connecting(handle) = &mut self.slot {
-            self.slot = match handle.await {
-                Ok(Ok(ready)) => Slot::Ready(Box::new(ready)),
-                Ok(Err(e)) => {
-                    tracing::warn!(session = %self.id, error = %e, "upstream session failed");
-                    Slot::Failed(e)
-                }
-                Err(e) => Slot::Failed(UpstreamError::Handshake(format!(
-                    "connect task failed: {e}"
-                ))),
-            };
         }
     }
 
@@ -337,7 +359,15 @@ fn login_user(decoded: Option<Zeroizing<Vec<u8>>>) -> AuthProgress {
 
 impl Backend for RelayBackend {
     async fn features(&mut self) -> UpstreamFeatures {
-        self.settle().await;
+        if matches!(self.slot, Slot::Idle) {
+            self.slot = match self.connector.connect().await {
+                Ok(ready) => Slot::Ready(Box::new(ready)),
+                Err(e) => {
+                    tracing::warn!(session = %self.id, error = %e, "upstream session failed");
+                    Slot::Failed(e)
+                }
+            };
+        }
         match &self.slot {
             Slot::Ready(r) => {
                 let mut features = r.features();
@@ -349,7 +379,6 @@ impl Backend for RelayBackend {
     }
 
     async fn mail(&mut self, path: &PathWithParams) -> Reply {
-        self.settle().await;
         self.txn = None;
         // The reverse-path in the one canonical form (the null path `<>` stays as it is).
         let mut path = path.clone();
@@ -479,6 +508,16 @@ impl Backend for RelayBackend {
             paths,
             accepted,
         } = txn;
+        // The memory budget (SECURITY.md I9): held until the last copy is sent.
+        let Some(_memory) = self.pipeline.memory.reserve(content.len()).await else {
+            tracing::warn!(session = %self.id, size = content.len(), "sealing memory budget exhausted");
+            self.reset().await;
+            return Reply::new(
+                451,
+                "4.3.1",
+                "Insufficient system resources, try again later",
+            );
+        };
         let pipeline = self.pipeline.clone();
         let authenticated = self.authenticated_as.clone();
         let sign_without_auth = self.sign_without_auth;
@@ -594,10 +633,8 @@ impl Backend for RelayBackend {
     }
 
     async fn close(&mut self) {
-        match std::mem::replace(&mut self.slot, Slot::Idle) {
-            Slot::Ready(r) => r.quit().await,
-            Slot::Connecting(h) => h.abort(),
-            _ => {}
+        if let Slot::Ready(r) = std::mem::replace(&mut self.slot, Slot::Idle) {
+            r.quit().await
         }
     }
 }

@@ -1,9 +1,10 @@
 //! Listeners: bind, accept under a connection limit, hand each connection to the relay, and
 //! stop gracefully (stop accepting, let sessions in flight finish within a grace period).
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
@@ -13,7 +14,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::config::{Config, ListenTls};
 use crate::inbound::{self, ListenerRuntime};
-use crate::relay::{Pipeline, RelayBackend};
+use crate::relay::{MemoryBudget, Pipeline, RelayBackend};
 use crate::smtp::SessionConfig;
 use crate::tls;
 use crate::transform::{KeySource, SealSettings, Settings, StoreKeys};
@@ -39,7 +40,44 @@ pub struct Server {
     connector: Arc<Connector>,
     pipeline: Arc<Pipeline>,
     max_connections: usize,
+    max_connections_per_ip: usize,
     grace: std::time::Duration,
+}
+
+/// Connections per client address. A [`PeerSlot`] holds one and gives it back when dropped.
+#[derive(Default)]
+struct PerIp(Mutex<HashMap<IpAddr, usize>>);
+
+struct PeerSlot {
+    table: Arc<PerIp>,
+    ip: IpAddr,
+}
+
+impl PerIp {
+    fn acquire(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<PeerSlot> {
+        let mut t = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let n = t.entry(ip).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(PeerSlot {
+            table: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        let mut t = self.table.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = t.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                t.remove(&self.ip);
+            }
+        }
+    }
 }
 
 impl Server {
@@ -69,6 +107,7 @@ impl Server {
                 seal: SealSettings::from_policy(&config.policy, config.limits.mime.clone()),
             },
             keys,
+            memory: MemoryBudget::new(config.limits.max_sealing_memory),
         });
         let client = tls::client_config(config.upstream.ca_file.as_deref())?;
         let connector = Arc::new(Connector::new(
@@ -97,6 +136,7 @@ impl Server {
                     implicit_tls: l.tls == ListenTls::Implicit,
                     require_tls: l.require_tls,
                     max_errors: limits.max_errors,
+                    max_junk_commands: limits.max_junk_commands,
                 },
                 acceptor,
                 implicit_tls: l.tls == ListenTls::Implicit,
@@ -109,6 +149,8 @@ impl Server {
                 sign_without_auth: l.sign_without_auth,
                 session_timeout: limits.session_timeout,
                 spool_dir: config.spool_dir.clone(),
+                min_data_rate: limits.min_data_rate,
+                data_rate_window: limits.data_rate_window,
             };
             let listener =
                 TcpListener::bind(l.address)
@@ -124,6 +166,7 @@ impl Server {
             connector,
             pipeline,
             max_connections: config.limits.max_connections,
+            max_connections_per_ip: config.limits.max_connections_per_ip,
             grace: config.limits.shutdown_grace,
         })
     }
@@ -149,10 +192,13 @@ impl Server {
     /// period) before returning.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let limit = Arc::new(Semaphore::new(self.max_connections));
+        let per_ip = Arc::new(PerIp::default());
+        let max_per_ip = self.max_connections_per_ip;
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut accept_loops = JoinSet::new();
         for (listener, rt) in self.listeners {
             let limit = limit.clone();
+            let per_ip = per_ip.clone();
             let connector = self.connector.clone();
             let pipeline = self.pipeline.clone();
             let mut stop = stop_rx.clone();
@@ -171,7 +217,11 @@ impl Server {
                         }
                     };
                     let Ok(permit) = limit.clone().try_acquire_owned() else {
-                        tokio::spawn(refuse(tcp, peer));
+                        tokio::spawn(refuse(tcp, peer, "Too many connections"));
+                        continue;
+                    };
+                    let Some(slot) = per_ip.acquire(peer.ip(), max_per_ip) else {
+                        tokio::spawn(refuse(tcp, peer, "Too many connections from your address"));
                         continue;
                     };
                     let rt = rt.clone();
@@ -183,6 +233,7 @@ impl Server {
                         let mut backend =
                             RelayBackend::new(connector, pipeline, &id, rt.sign_without_auth);
                         inbound::serve(tcp, peer, rt, &mut backend, &id).await;
+                        drop(slot);
                         drop(permit);
                     });
                 }
@@ -203,11 +254,14 @@ impl Server {
     }
 }
 
-async fn refuse(mut tcp: tokio::net::TcpStream, peer: SocketAddr) {
-    tracing::warn!(%peer, "connection limit reached");
-    let _ = tcp
-        .write_all(b"421 4.7.0 Too many connections, try again later\r\n")
-        .await;
+async fn refuse(mut tcp: tokio::net::TcpStream, peer: SocketAddr, why: &str) {
+    tracing::warn!(%peer, reason = why, "connection refused");
+    let reply = format!("421 4.7.0 {why}, try again later\r\n");
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        tcp.write_all(reply.as_bytes()),
+    )
+    .await;
     let _ = tcp.shutdown().await;
 }
 

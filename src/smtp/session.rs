@@ -34,6 +34,9 @@ pub struct SessionConfig {
     pub require_tls: bool,
     /// Protocol errors tolerated before the session is closed.
     pub max_errors: usize,
+    /// Commands that make no progress (NOOP, RSET, VRFY, HELP, BDAT 0, EHLO/HELO again)
+    /// tolerated between two messages before the session is closed.
+    pub max_junk_commands: usize,
 }
 
 impl Default for SessionConfig {
@@ -48,6 +51,7 @@ impl Default for SessionConfig {
             implicit_tls: false,
             require_tls: false,
             max_errors: 20,
+            max_junk_commands: 100,
         }
     }
 }
@@ -167,6 +171,8 @@ pub struct Session {
     tx: Option<Transaction>,
     discarding_long_line: bool,
     errors: usize,
+    /// Commands without progress since the last message (see `max_junk_commands`).
+    junk: usize,
     discarded_after_starttls: usize,
     lines: u64,
 }
@@ -195,6 +201,7 @@ impl Session {
             tx: None,
             discarding_long_line: false,
             errors: 0,
+            junk: 0,
             discarded_after_starttls: 0,
             lines: 0,
         }
@@ -306,6 +313,9 @@ impl Session {
                 }
             }
             Pending::MessageEnd => {
+                if reply.is_positive() {
+                    self.junk = 0;
+                }
                 self.tx = None;
                 self.mail_accepted = false;
                 self.phase = Phase::Command;
@@ -343,10 +353,23 @@ impl Session {
 
     /// The client was silent for too long.
     pub fn timed_out(&mut self) {
+        self.cut(Reply::new(421, "4.4.2", "Timeout, closing connection"));
+    }
+
+    /// The client sent message content slower than the listener's minimum data rate.
+    pub fn too_slow(&mut self) {
+        self.cut(Reply::new(
+            421,
+            "4.4.2",
+            "Data rate too low, closing connection",
+        ));
+    }
+
+    fn cut(&mut self, reply: Reply) {
         if self.in_data() {
             self.actions.push_back(Action::MessageAbort);
         }
-        self.close_with(Reply::new(421, "4.4.2", "Timeout, closing connection"));
+        self.close_with(reply);
     }
 
     /// The driver hit a local fault it cannot recover from mid-stream (e.g. the spool cannot be
@@ -506,6 +529,28 @@ impl Session {
     }
 
     fn command(&mut self, cmd: Command, line: &[u8]) {
+        let junk = match &cmd {
+            Command::Noop | Command::Rset | Command::Vrfy | Command::Help => true,
+            Command::Ehlo(_) | Command::Helo(_) => self.greeted != Greeted::No,
+            Command::Bdat { size: 0, last } => !last,
+            _ => false,
+        };
+        if junk {
+            self.junk += 1;
+            if self.junk > self.cfg.max_junk_commands {
+                if self.mail_accepted {
+                    self.actions.push_back(Action::MessageAbort);
+                    self.actions.push_back(Action::Reset);
+                }
+                self.tx = None;
+                self.mail_accepted = false;
+                return self.close_with(Reply::new(
+                    421,
+                    "4.7.0",
+                    "Too many commands without progress, closing connection",
+                ));
+            }
+        }
         match cmd {
             Command::Ehlo(_) => {
                 self.reset_transaction();

@@ -658,3 +658,43 @@ fn mail_auth_parameter_is_emptied_for_unauthenticated_clients() {
         "{o:?}"
     );
 }
+
+/// SECURITY.md I9: commands that make no progress are bounded (limit-1, limit, limit+1), and
+/// a delivered message starts the count again.
+#[test]
+fn commands_without_progress_are_bounded() {
+    let cfg = SessionConfig {
+        max_junk_commands: 5,
+        ..plain_cfg()
+    };
+    for (n, closed) in [(4, false), (5, false), (6, true)] {
+        let mut input = b"EHLO c\r\n".to_vec();
+        for i in 0..n {
+            let junk: &[u8] = match i % 5 {
+                0 => b"NOOP\r\n",
+                1 => b"RSET\r\n",
+                2 => b"VRFY x\r\n",
+                3 => b"HELP\r\n",
+                _ => b"EHLO again\r\n",
+            };
+            input.extend_from_slice(junk);
+        }
+        let o = drive(cfg.clone(), features(), &input, 7);
+        assert_eq!(o.closed, closed, "{n}: {}", o.replies);
+        if closed {
+            assert!(o
+                .replies
+                .ends_with("421 4.7.0 Too many commands without progress, closing connection\r\n"));
+        }
+    }
+    // A delivered message resets the count; BDAT 0 counts.
+    let mut input = b"EHLO c\r\n".to_vec();
+    input.extend_from_slice(&b"NOOP\r\n".repeat(4));
+    input.extend_from_slice(b"MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nBDAT 0\r\nBDAT 2 LAST\r\nok");
+    input.extend_from_slice(&b"NOOP\r\n".repeat(5));
+    let o = drive(cfg.clone(), features(), &input, 9);
+    assert!(!o.closed, "{}", o.replies);
+    assert_eq!(o.messages, [b"ok".to_vec()]);
+    input.extend_from_slice(b"NOOP\r\n");
+    assert!(drive(cfg, features(), &input, 9).closed, "BDAT 0 counted");
+}
