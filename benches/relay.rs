@@ -155,7 +155,7 @@ fn main() {
         };
         // SEALGATE_BENCH_SINK_DIR=DIR keeps what the sink receives, to check what was measured.
         let keep = std::env::var_os("SEALGATE_BENCH_SINK_DIR").map(std::path::PathBuf::from);
-        let (sink, count, _task) = sealgate::sink::spawn("127.0.0.1:0".parse().expect("addr"), sink_rt, keep)
+        let (sink, count, _task) = sealgate::sink::spawn("127.0.0.1:0".parse().expect("addr"), sink_rt, keep, None)
             .await
             .expect("sink");
         let config_text = format!(

@@ -14,19 +14,24 @@ use crate::smtp::command::PathWithParams;
 use crate::smtp::{Reply, Secret, UpstreamFeatures};
 use crate::spool::Spool;
 
+/// Told the path of every message written (the demo prints how to open it).
+pub type Notify = tokio::sync::mpsc::UnboundedSender<PathBuf>;
+
 pub struct FolderBackend {
     dir: Option<Arc<PathBuf>>,
     counter: Arc<AtomicU64>,
     envelope: Vec<String>,
+    notify: Option<Notify>,
 }
 
 impl FolderBackend {
     /// `dir = None` discards messages after counting them (for benchmarks).
-    pub fn new(dir: Option<Arc<PathBuf>>, counter: Arc<AtomicU64>) -> Self {
+    pub fn new(dir: Option<Arc<PathBuf>>, counter: Arc<AtomicU64>, notify: Option<Notify>) -> Self {
         FolderBackend {
             dir,
             counter,
             envelope: Vec::new(),
+            notify,
         }
     }
 }
@@ -67,7 +72,12 @@ impl Backend for FolderBackend {
             .await
             .and(tokio::fs::write(&eml, bytes).await);
         match written {
-            Ok(()) => Reply::new(250, "2.0.0", format!("Stored as {}", eml.display())),
+            Ok(()) => {
+                if let Some(notify) = &self.notify {
+                    let _ = notify.send(eml.clone());
+                }
+                Reply::new(250, "2.0.0", format!("Stored as message {n}"))
+            }
             Err(_) => Reply::new(451, "4.3.0", "Local error storing message"),
         }
     }
@@ -89,6 +99,7 @@ pub async fn run(
     rt: Arc<ListenerRuntime>,
     dir: Option<Arc<PathBuf>>,
     counter: Arc<AtomicU64>,
+    notify: Option<Notify>,
 ) {
     loop {
         let Ok((tcp, peer)) = listener.accept().await else {
@@ -97,9 +108,10 @@ pub async fn run(
         let rt = rt.clone();
         let dir = dir.clone();
         let counter = counter.clone();
+        let notify = notify.clone();
         tokio::spawn(async move {
             let id = inbound::session_id();
-            let mut backend = FolderBackend::new(dir, counter);
+            let mut backend = FolderBackend::new(dir, counter, notify);
             inbound::serve(tcp, peer, rt, &mut backend, &id).await;
         });
     }
@@ -110,6 +122,7 @@ pub async fn spawn(
     address: SocketAddr,
     rt: ListenerRuntime,
     dir: Option<PathBuf>,
+    notify: Option<Notify>,
 ) -> std::io::Result<(SocketAddr, Arc<AtomicU64>, tokio::task::JoinHandle<()>)> {
     let listener = TcpListener::bind(address).await?;
     let local = listener.local_addr()?;
@@ -135,6 +148,7 @@ pub async fn spawn(
         Arc::new(rt),
         dir.map(Arc::new),
         counter.clone(),
+        notify,
     ));
     Ok((local, counter, task))
 }

@@ -108,47 +108,86 @@ def test_implicit_tls_on_both_sides(relay_factory, pki):
     assert all(s.tls_version for s in r.up.sessions)
 
 
-def test_demo_relays_a_message_into_its_folder(tmp_path):
+class DemoProcess:
+    """`sealgate demo` started the way a newcomer does (default keys, another directory),
+    its stdout read line by line in the background."""
+
+    def __init__(self, cwd: Path, demo: Path):
+        import threading
+        self.proc = subprocess.Popen([SEALGATE_BIN, "demo", "--dir", str(demo), "--listen", "127.0.0.1:0",
+                                      "--sink", "127.0.0.1:0"], cwd=cwd, stdout=subprocess.PIPE,
+                                     stderr=subprocess.DEVNULL, text=True)
+        self.lines: list[str] = []
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+        self.port = int(self.wait_for(r"^sealgate: listening on 127\.0\.0\.1:(\d+) \(tls=starttls\)$").group(1))
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    def wait_for(self, pattern: str, timeout: float = 30):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in list(self.lines):
+                m = re.search(pattern, line)
+                if m:
+                    return m
+            time.sleep(0.05)
+        raise AssertionError(f"{pattern!r} not printed; got:\n" + "\n".join(self.lines))
+
+    def command_after(self, pattern: str) -> str:
+        """The indented command line printed right after the line matching `pattern`."""
+        self.wait_for(pattern)
+        for i, line in enumerate(self.lines):
+            if re.search(pattern, line):
+                assert self.lines[i + 1].startswith("  "), self.lines[i:i + 2]
+                return self.lines[i + 1].strip()
+        raise AssertionError(pattern)
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        assert self.proc.wait(10) == 0
+
+
+def test_demo_prints_commands_that_work_when_copied(tmp_path):
+    """Issue 16: every command the demo prints works as printed, from any directory: the
+    sends, and for each message that arrives the command that opens it."""
     demo = tmp_path / "demo"
-    keys = Path(__file__).resolve().parent.parent / "keys" / "demo"
-    proc = subprocess.Popen([SEALGATE_BIN, "demo", "--dir", str(demo), "--listen", "127.0.0.1:0",
-                             "--sink", "127.0.0.1:0", "--keys", str(keys)], stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, text=True)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    d = DemoProcess(elsewhere, demo)
     try:
-        port = None
-        deadline = time.monotonic() + 20
-        while port is None and time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            m = re.search(r"proxy\s+smtp://127\.0\.0\.1:(\d+)", line)
-            if m:
-                port = int(m.group(1))
-        assert port, "demo did not print its proxy address"
-        with smtplib.SMTP("127.0.0.1", port, timeout=10) as s:
+        sends = [l.strip() for l in d.lines if l.strip().startswith("swaks ")]
+        assert len(sends) == 2, d.lines
+        for cmd in sends:
+            res = subprocess.run(cmd + " --body 'demo body line'", shell=True, cwd=elsewhere,
+                                 capture_output=True, text=True, timeout=60)
+            assert res.returncode == 0, res.stdout + res.stderr
+        # 1: plain to bob@example.net; 2 and 3: S/MIME for alice@, PGP/MIME for alice2@.
+        plain = d.command_after(r"^sealgate demo: 1\.eml: plain")
+        assert plain == f"cat {demo / 'mail' / '1.eml'}"
+        opened = []
+        for n in (2, 3):
+            cmd = d.command_after(rf"^sealgate demo: {n}\.eml: ")
+            res = subprocess.run(cmd, shell=True, cwd=tmp_path, capture_output=True, timeout=60)
+            assert res.returncode == 0, (cmd, res.stderr.decode(errors="replace"))
+            assert b"demo body line" in res.stdout, (cmd, res.stdout[-500:])
+            opened.append(cmd.split()[0])
+        assert sorted(opened) == ["GNUPGHOME=$(mktemp", "openssl"], opened
+        assert (demo / "sealgate.toml").exists()
+        assert "MAIL FROM:<alice@example.org>" in (demo / "mail" / "1.envelope").read_text()
+    finally:
+        d.stop()
+    # A second run starts its numbering at 1 again.
+    d = DemoProcess(tmp_path, demo)
+    try:
+        assert not (demo / "mail" / "2.eml").exists()
+        with smtplib.SMTP("127.0.0.1", d.port, timeout=30) as s:
             s.starttls(context=client_ssl_context(str(demo / "tls" / "ca.pem")))
             s.sendmail("alice@example.org", ["bob@example.net"], MSG)
-        eml = demo / "mail" / "1.eml"
-        deadline = time.monotonic() + 5
-        while not eml.exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert eml.read_bytes() == MSG
-        envelope = (demo / "mail" / "1.envelope").read_text()
-        assert "MAIL FROM:<alice@example.org>" in envelope
-        assert "RCPT TO:<bob@example.net>" in envelope
-        assert (demo / "sealgate.toml").exists()
-        # The store is seeded from keys/demo: mail to alice@example.test is S/MIME, signed and
-        # encrypted, and opens with the demo key as the demo's instructions say.
-        secret = MSG.replace(b"From: a@x.test\r\nTo: b@y.test", b"From: alice@example.test\r\nTo: alice@example.test")
-        with smtplib.SMTP("127.0.0.1", port, timeout=30) as s:
-            s.starttls(context=client_ssl_context(str(demo / "tls" / "ca.pem")))
-            s.sendmail("alice@example.test", ["alice@example.test"], secret)
-        sealed = (demo / "mail" / "2.eml").read_bytes()
-        assert b"application/pkcs7-mime" in sealed and b"body line" not in sealed
-        inner = subprocess.run(["openssl", "cms", "-decrypt", "-recip", str(keys / "alice-smime.pem"),
-                                "-inkey", str(keys / "alice-smime.key"), "-in", str(demo / "mail" / "2.eml")],
-                               capture_output=True, check=True).stdout
-        content = subprocess.run(["openssl", "cms", "-verify", "-CAfile", str(keys / "ca.pem")],
-                                 input=inner, capture_output=True, check=True).stdout
-        assert b"body line" in content
+        d.wait_for(r"^sealgate demo: 1\.eml: plain")
+        assert (demo / "mail" / "1.eml").read_bytes() == MSG
     finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(10) == 0
+        d.stop()
+

@@ -2,6 +2,10 @@
 //! CA made on the spot. Nothing here is for production: the keys are written in clear to the
 //! demo folder.
 
+mod open;
+
+pub use open::instructions;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -66,7 +70,14 @@ pub async fn run(opts: DemoOptions) -> Result<(), DemoError> {
     let tls_dir = dir.join("tls");
     let mail_dir = dir.join("mail");
     make_pki(&tls_dir)?;
+    // Each run starts at message 1: the mail of an earlier run is removed (a throwaway folder).
+    if mail_dir.exists() {
+        std::fs::remove_dir_all(&mail_dir).map_err(|e| DemoError::Io(mail_dir.clone(), e))?;
+    }
     std::fs::create_dir_all(&mail_dir).map_err(|e| DemoError::Io(mail_dir.clone(), e))?;
+    // Absolute, so every printed command works from any directory; the repository's keys/demo
+    // when the given folder does not exist (e.g. started from elsewhere).
+    let keys = demo_keys(&opts.keys);
 
     // The built-in upstream: a STARTTLS sink writing to mail/.
     let sink_rt = ListenerRuntime {
@@ -91,9 +102,11 @@ pub async fn run(opts: DemoOptions) -> Result<(), DemoError> {
         min_data_rate: 0,
         data_rate_window: std::time::Duration::from_secs(30),
     };
-    let (sink_addr, _count, _sink) = crate::sink::spawn(opts.sink, sink_rt, Some(mail_dir.clone()))
-        .await
-        .map_err(|e| DemoError::Io(PathBuf::from(opts.sink.to_string()), e))?;
+    let (notify, arrivals) = tokio::sync::mpsc::unbounded_channel();
+    let (sink_addr, _count, _sink) =
+        crate::sink::spawn(opts.sink, sink_rt, Some(mail_dir.clone()), Some(notify))
+            .await
+            .map_err(|e| DemoError::Io(PathBuf::from(opts.sink.to_string()), e))?;
 
     let config_text = format!(
         r#"# Written by `sealgate demo`: the configuration the demo proxy runs with.
@@ -136,35 +149,65 @@ server_name = "localhost"
     let config_path = dir.join("sealgate.toml");
     write(&config_path, &config_text)?;
     let config = Config::load(&config_path).map_err(DemoError::Config)?;
-    let seeded = seed_store(&config.store_path, &opts.keys);
+    let seeded = seed_store(&config.store_path, &keys);
     let server = Server::bind(&config).await?;
     let addr = server
         .local_addrs()
         .first()
         .map(|(a, _)| *a)
         .unwrap_or(opts.listen);
-    let seeded = seeded
-        .replace("ADDR", &addr.to_string())
-        .replace("MAIL", &mail_dir.display().to_string());
+    let seeded = seeded.replace("ADDR", &addr.to_string());
     println!(
         "sealgate demo\n\
          \n  proxy     smtp://{addr} (STARTTLS offered; certificate from {tls})\
          \n  upstream  built-in TLS sink at {sink_addr} (STARTTLS, verified against {tls}/ca.pem)\
-         \n  messages  {mail}/N.eml (envelope in N.envelope)\
+         \n  messages  {mail}/N.eml, from 1 on each run (envelope in N.envelope)\
          \n  config    {config}\
-         \n\nSend a message:\
+         \n\nSend a message (plain: nobody here has a key for bob@example.net):\
          \n  swaks --server {addr} --tls --from alice@example.org --to bob@example.net\
-         \n  python3 -c 'import smtplib; s=smtplib.SMTP(\"{ip}\", {port}); s.starttls(); s.sendmail(\"alice@example.org\", [\"bob@example.net\"], \"Subject: hi\\r\\n\\r\\nhello\\r\\n\"); s.quit()'\
          \n{seeded}\
-         \n\nStop with Ctrl-C.",
+         \n\nFor each message that arrives, the command that opens it is printed below.\
+         \nStop with Ctrl-C.\n",
         tls = tls_dir.display(),
         mail = mail_dir.display(),
         config = config_path.display(),
-        ip = addr.ip(),
-        port = addr.port(),
     );
+    println!("sealgate: listening on {addr} (tls=starttls)");
+    use std::io::Write as _;
+    let _ = std::io::stdout().flush();
+    let printer = tokio::spawn(print_arrivals(arrivals, keys));
     server.run(server::shutdown_signal()).await;
+    printer.abort();
     Ok(())
+}
+
+/// Prints, for every message the sink writes, what it is and the command that opens it.
+async fn print_arrivals(
+    mut arrivals: tokio::sync::mpsc::UnboundedReceiver<PathBuf>,
+    keys: PathBuf,
+) {
+    use std::io::Write as _;
+    while let Some(eml) = arrivals.recv().await {
+        let message = tokio::fs::read(&eml).await.unwrap_or_default();
+        let envelope = tokio::fs::read_to_string(eml.with_extension("envelope"))
+            .await
+            .unwrap_or_default();
+        let name = eml.file_name().map(|n| n.to_string_lossy().into_owned());
+        let text = instructions(&message, &envelope, &eml, &keys);
+        println!("\nsealgate demo: {}: {text}", name.unwrap_or_default());
+        let _ = std::io::stdout().flush();
+    }
+}
+
+/// The demo key folder as an absolute path: `given` when it exists, else the repository's.
+fn demo_keys(given: &Path) -> PathBuf {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("keys/demo");
+    let chosen = if given.exists() || !repo.exists() {
+        given
+    } else {
+        repo.as_path()
+    };
+    std::path::absolute(chosen).unwrap_or_else(|_| chosen.to_path_buf())
 }
 
 /// Imports the demo keys (keys/demo) into the demo's store, through the same code as
@@ -215,14 +258,10 @@ fn seed_store(store: &Path, keys: &Path) -> String {
         "\nKey store seeded from {k} (demo keys, public on purpose: never use them for real mail):\
          \n  S/MIME recipients bob@, carol@, alice@example.test; OpenPGP peggy@, victor@, alice2@example.test;\
          \n  sender identities alice@example.test (S/MIME + OpenPGP), alice2@example.test (OpenPGP)\
-         \n\nSend signed and encrypted mail to yourself, then open it:\
+         \n  private keys shipped for alice@example.test and alice2@example.test only: mail to\
+         \n  the others is sealed for real and cannot be opened here\
+         \n\nSend signed and encrypted mail to yourself (one S/MIME copy, one PGP/MIME copy):\
          \n  swaks --server ADDR --tls --from alice@example.test --to alice@example.test,alice2@example.test\
-         \n  openssl cms -decrypt -recip {k}/alice-smime.pem -inkey {k}/alice-smime.key -in MAIL/1.eml \\\
-         \n    | openssl cms -verify -CAfile {k}/ca.pem\
-         \n  GNUPGHOME=$(mktemp -d) sh -c 'gpg --batch --passphrase-file {k}/passphrase.txt --pinentry-mode loopback \\\
-         \n    --import {k}/alice2-openpgp-secret-protected.asc {k}/alice-openpgp.asc && \\\
-         \n    gpg --batch --passphrase-file {k}/passphrase.txt --pinentry-mode loopback --decrypt MAIL/2.eml'\
-         \n  (MAIL/2.eml is PGP/MIME: gpg reads the armored part inside it.)\
          \nA recipient under *.required.test has no key: it is refused with 550 5.7.1.",
         k = keys.display()
     )
