@@ -191,3 +191,30 @@ def test_demo_prints_commands_that_work_when_copied(tmp_path):
     finally:
         d.stop()
 
+
+
+def test_readme_key_commands_work_as_written(tmp_path):
+    """Issue 16: README's key-management block runs as written (from a directory laid out like
+    the repository root) against the demo's store, while the demo runs."""
+    repo = Path(__file__).resolve().parent.parent
+    text = (repo / "README.md").read_text()
+    section = text[text.index("## The key store"):]
+    block = section[section.index("```sh\n") + 6:section.index("```\n", section.index("```sh\n") + 6)]
+    commands = [l.split("  #")[0].strip() for l in block.splitlines() if l.strip()]
+    assert len(commands) >= 6 and all(c.startswith("sealgate keys ") for c in commands), commands
+    (tmp_path / "keys").symlink_to(repo / "keys")
+    d = DemoProcess(tmp_path, tmp_path / "sealgate-demo")
+    env = dict(os.environ, PATH=f"{Path(SEALGATE_BIN).parent}:{os.environ['PATH']}")
+    try:
+        outputs = []
+        for cmd in commands:
+            res = subprocess.run(cmd, shell=True, cwd=tmp_path, env=env, capture_output=True,
+                                 text=True, timeout=60)
+            assert res.returncode == 0, (cmd, res.stdout, res.stderr)
+            outputs.append(res.stdout)
+        shown = outputs[[i for i, c in enumerate(commands) if " show " in c][0]]
+        assert "expired" in shown, shown
+        assert (tmp_path / "peggy.asc").read_text().startswith("-----BEGIN PGP PUBLIC KEY BLOCK-----")
+        assert "removed x509:bebf05ef335e8" in outputs[-1]
+    finally:
+        d.stop()
