@@ -122,20 +122,40 @@ impl HeaderField {
             return Ok(self.clone());
         }
         let is_ws = |b: &u8| *b == b' ' || *b == b'\t';
+        // In structured fields a fold never goes inside a quoted-string (a MIME parameter such
+        // as a boundary with spaces): some parsers do not unfold parameter values.
+        let unstructured = ["subject", "comments", "content-description"]
+            .iter()
+            .any(|n| self.is(n));
+        let mut quoted = vec![false; self.raw_value.len()];
+        if !unstructured {
+            let (mut inside, mut escaped) = (false, false);
+            for (q, &b) in quoted.iter_mut().zip(&self.raw_value) {
+                *q = inside;
+                match b {
+                    _ if escaped => escaped = false,
+                    b'\\' if inside => escaped = true,
+                    b'"' => inside = !inside,
+                    _ => {}
+                }
+            }
+        }
         let mut out = Vec::with_capacity(self.raw_value.len() + self.raw_value.len() / 64 + 8);
         // Octets in front of the current line's value: the name, gap and colon on the first.
         let mut prefix = self.name.len() + self.gap.len() + 1;
-        for (n, mut line) in self.raw_value.split(|&b| b == b'\n').enumerate() {
+        let mut offset = 0usize; // of the current line in raw_value
+        for (n, whole) in self.raw_value.split(|&b| b == b'\n').enumerate() {
             if n > 0 {
                 out.extend_from_slice(b"\r\n");
             }
-            line = line.strip_suffix(b"\r").unwrap_or(line);
+            let mut line = whole.strip_suffix(b"\r").unwrap_or(whole);
+            let mut at = offset;
             while prefix + line.len() > max {
-                // The last white space within the limit with text before it (the name counts
-                // on the first line) and text after it on this line.
+                // The last white space within the limit, outside quotes, with text before it
+                // (the name counts on the first line) and text after it on this line.
                 let fold = (1..line.len())
                     .rev()
-                    .filter(|&i| prefix + i <= max && is_ws(&line[i]))
+                    .filter(|&i| prefix + i <= max && is_ws(&line[i]) && !quoted[at + i])
                     .find(|&i| {
                         (prefix > 0 || line[..i].iter().any(|b| !is_ws(b)))
                             && line[i..].iter().any(|b| !is_ws(b))
@@ -146,10 +166,12 @@ impl HeaderField {
                 out.extend_from_slice(&line[..fold]);
                 out.extend_from_slice(b"\r\n");
                 line = &line[fold..];
+                at += fold;
                 prefix = 0;
             }
             out.extend_from_slice(line);
             prefix = 0;
+            offset += whole.len() + 1;
         }
         Ok(HeaderField {
             name: self.name.clone(),
@@ -188,7 +210,8 @@ impl ParsedMessage {
 ///
 /// The header section ends at the first empty line (which is consumed), or at the first line that
 /// is neither a field nor a continuation (which is not consumed: it belongs to the body). Input
-/// without any header section gives no fields and `body_offset == 0`.
+/// without any header section gives no fields and `body_offset == 0`. White space in front of
+/// the first field is skipped (mail-parser does the same; Python's `email` skips such a line).
 ///
 /// A field is a name of printable US-ASCII octets (33-126, no colon), optional spaces or tabs,
 /// then a colon: as Postfix's `is_header()` and mail-parser read it, white space before the colon
@@ -213,17 +236,31 @@ pub fn parse_message(input: &[u8], limits: &Limits) -> Result<ParsedMessage, Mim
             });
         }
         if line[0] == b' ' || line[0] == b'\t' {
-            match fields.last_mut() {
-                Some(last) => {
-                    last.raw_value.extend_from_slice(b"\r\n");
-                    last.raw_value.extend_from_slice(line);
-                    pos = next;
-                    continue;
-                }
-                None => break, // continuation with nothing to continue: body starts here
+            if let Some(last) = fields.last_mut() {
+                last.raw_value.extend_from_slice(b"\r\n");
+                last.raw_value.extend_from_slice(line);
+                pos = next;
+                continue;
             }
         }
+        // White space in front of the first field (invalid): skipped, as mail-parser does, so
+        // that the fields after it (a Bcc among them) are read, not taken for body text.
+        let line = if fields.is_empty() {
+            let start = line.iter().position(|&b| b != b' ' && b != b'\t');
+            match start {
+                None => {
+                    pos = next; // a line of white space only
+                    continue;
+                }
+                Some(start) => &line[start..],
+            }
+        } else {
+            line
+        };
         let Some((name_len, colon)) = field_name(line) else {
+            if fields.is_empty() {
+                pos = 0; // no header section: white space skipped above is body after all
+            }
             break; // not a header field: body starts here
         };
         if fields.len() >= limits.max_header_fields {
@@ -244,8 +281,8 @@ pub fn parse_message(input: &[u8], limits: &Limits) -> Result<ParsedMessage, Mim
         });
     }
     Ok(ParsedMessage {
+        body_offset: if fields.is_empty() { 0 } else { pos },
         fields,
-        body_offset: pos,
         separator: false,
     })
 }
@@ -367,6 +404,23 @@ mod tests {
         }
     }
 
+    /// White space in front of the first field does not hide the header section (a Bcc in it
+    /// must be seen); with no field at all, nothing is skipped from the body.
+    #[test]
+    fn white_space_before_the_first_field() {
+        let l = Limits::default();
+        let p = parse_message(b" From: a@b\r\nBcc: c@d\r\n\r\nx", &l).unwrap();
+        assert_eq!(p.fields.len(), 2);
+        assert_eq!(p.fields[0].to_bytes(), b"From: a@b\r\n");
+        let p = parse_message(b"      \r\nSubject: s\r\nBcc: c\r\n\r\nx", &l).unwrap();
+        assert_eq!(p.fields.len(), 2);
+        for m in [&b"  \r\n  indented text\r\nmore"[..], b"   ", b" \r\n"] {
+            let p = parse_message(m, &l).unwrap();
+            assert!(p.fields.is_empty());
+            assert_eq!(p.body_offset, 0, "{:?}", String::from_utf8_lossy(m));
+        }
+    }
+
     #[test]
     fn header_limits() {
         let limits = Limits {
@@ -411,6 +465,30 @@ mod tests {
         // A line that fits is not touched.
         let short = HeaderField::new("To", "a@b,  c@d");
         assert_eq!(short.refold(998).unwrap(), short);
+    }
+
+    /// A fold never goes inside a quoted-string of a structured field (a boundary with
+    /// spaces); unstructured fields fold at any white space.
+    #[test]
+    fn refold_avoids_quoted_strings() {
+        let boundary = "a b ".repeat(300);
+        let f = HeaderField::new(
+            "Content-Type",
+            &format!("multipart/mixed; charset=x; boundary=\"{boundary}\""),
+        );
+        assert!(matches!(
+            f.refold(998),
+            Err(MimeError::UnfoldableHeaderLine { .. })
+        ));
+        let g = HeaderField::new(
+            "Content-Type",
+            &format!("multipart/mixed; x=\"{}\" boundary=\"b\"", "q ".repeat(480)),
+        );
+        let folded = g.refold(998).unwrap();
+        assert!(folded.longest_line() <= 998);
+        assert!(folded.raw_value().ends_with(b"\"\r\n boundary=\"b\""));
+        let s = HeaderField::new("Subject", &format!("\"{}\"", "q ".repeat(600)));
+        assert!(s.refold(998).unwrap().longest_line() <= 998);
     }
 
     /// Issue 17 item 6: refolding keeps the value (unfolding gives the same octets), never
