@@ -260,7 +260,7 @@ fn keys(work: &Path) -> Keys {
     let mut chain = read("signer.pem");
     chain.extend(read("ca.pem"));
     let signer = SigningIdentity::from_pem(&chain, &read("signer.key")).expect("signer");
-    let recipient = Certificate::from_pem(&read("rsa1.pem")).expect("rsa1.pem");
+    let recipient = Certificate::from_pem(read("rsa1.pem")).expect("rsa1.pem");
 
     // OpenPGP: one gpg key (ed25519 sign + cv25519 encr) both signs and receives.
     let gpg = GpgHome::new(work.join("gnupg"));
@@ -474,62 +474,66 @@ fn corpus_survives_sealing_and_opening() {
     let wrapped = AtomicUsize::new(0);
     std::thread::scope(|s| {
         for _ in 0..2 {
-            s.spawn(|| loop {
-                let Some(path) = files.get(next.fetch_add(1, Ordering::Relaxed)) else {
-                    break;
-                };
-                let name = path
-                    .strip_prefix(corpus_dir())
-                    .unwrap_or(path)
-                    .to_string_lossy()
-                    .into_owned();
-                let fail = |why: String| {
-                    failures
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .push(format!("{name}: {why}"))
-                };
-                let msg = match std::fs::read(path) {
-                    Ok(raw) => smtp_form(&raw),
-                    Err(e) => return fail(e.to_string()),
-                };
-                let dir = work.join(name.replace('/', "__"));
-                if let Err(e) = std::fs::create_dir_all(&dir)
-                    .and_then(|_| std::fs::write(dir.join("original.eml"), &msg))
-                {
-                    return fail(e.to_string());
-                }
-                let wrap = mime::detect_protection(&msg, &Limits::default()).is_protected();
-                if wrap {
-                    wrapped.fetch_add(1, Ordering::Relaxed);
-                }
-                for form in FORMS {
-                    if wrap && form == "clear" {
-                        continue; // the relay never signs what the client protected
-                    }
-                    match seal(&msg, form, wrap, &k) {
-                        Err(e) => fail(format!("[{form}] {e}")),
-                        Ok(Sealed::Refused(why)) => {
-                            refused
-                                .lock()
-                                .unwrap_or_else(|e| e.into_inner())
-                                .insert((name.clone(), form.to_string()));
-                            reasons
-                                .lock()
-                                .unwrap_or_else(|e| e.into_inner())
-                                .push(format!("{name} [{form}]: {why}"));
+            s.spawn(|| {
+                while let Some(path) = files.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    let name = path
+                        .strip_prefix(corpus_dir())
+                        .unwrap_or(path)
+                        .to_string_lossy()
+                        .into_owned();
+                    let fail = |why: String| {
+                        failures
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push(format!("{name}: {why}"))
+                    };
+                    let msg = match std::fs::read(path) {
+                        Ok(raw) => smtp_form(&raw),
+                        Err(e) => {
+                            fail(e.to_string());
+                            continue;
                         }
-                        Ok(Sealed::Done(sealed)) => match open(&sealed, &msg, form, wrap, &k, &dir)
-                        {
-                            Ok(inner) => {
-                                if let Err(e) =
-                                    std::fs::write(dir.join(format!("{form}.inner")), inner)
-                                {
-                                    fail(e.to_string());
+                    };
+                    let dir = work.join(name.replace('/', "__"));
+                    if let Err(e) = std::fs::create_dir_all(&dir)
+                        .and_then(|_| std::fs::write(dir.join("original.eml"), &msg))
+                    {
+                        fail(e.to_string());
+                        continue;
+                    }
+                    let wrap = mime::detect_protection(&msg, &Limits::default()).is_protected();
+                    if wrap {
+                        wrapped.fetch_add(1, Ordering::Relaxed);
+                    }
+                    for form in FORMS {
+                        if wrap && form == "clear" {
+                            continue; // the relay never signs what the client protected
+                        }
+                        match seal(&msg, form, wrap, &k) {
+                            Err(e) => fail(format!("[{form}] {e}")),
+                            Ok(Sealed::Refused(why)) => {
+                                refused
+                                    .lock()
+                                    .unwrap_or_else(|e| e.into_inner())
+                                    .insert((name.clone(), form.to_string()));
+                                reasons
+                                    .lock()
+                                    .unwrap_or_else(|e| e.into_inner())
+                                    .push(format!("{name} [{form}]: {why}"));
+                            }
+                            Ok(Sealed::Done(sealed)) => {
+                                match open(&sealed, &msg, form, wrap, &k, &dir) {
+                                    Ok(inner) => {
+                                        if let Err(e) =
+                                            std::fs::write(dir.join(format!("{form}.inner")), inner)
+                                        {
+                                            fail(e.to_string());
+                                        }
+                                    }
+                                    Err(e) => fail(format!("[{form}] {e}")),
                                 }
                             }
-                            Err(e) => fail(format!("[{form}] {e}")),
-                        },
+                        }
                     }
                 }
             });
