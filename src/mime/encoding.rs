@@ -2,8 +2,6 @@
 
 use base64::Engine;
 
-use super::MAX_LINE;
-
 const HEX: &[u8; 16] = b"0123456789ABCDEF";
 /// Longest quoted-printable line, without the CRLF (RFC 2045 §6.7).
 const QP_LINE: usize = 76;
@@ -24,15 +22,6 @@ pub(crate) fn normalize_line_ends(input: &[u8]) -> Vec<u8> {
     }
     out.extend_from_slice(rest);
     out
-}
-
-/// True if `input` (already CRLF-normalised) has only 7-bit non-NUL octets and no line longer
-/// than 998 octets.
-pub(crate) fn is_7bit_clean(input: &[u8]) -> bool {
-    input.split(|&b| b == b'\n').all(|line| {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        line.len() <= MAX_LINE && !line.iter().any(|&b| b == 0 || b >= 0x80 || b == b'\r')
-    })
 }
 
 /// Quoted-printable encoding (RFC 2045 §6.7) of CRLF-normalised text: CRLF stays a hard line
@@ -196,6 +185,7 @@ pub(crate) fn decode_base64_lenient(input: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mime::canon::is_clean as is_7bit_clean;
 
     #[test]
     fn line_ends() {

@@ -8,9 +8,10 @@
 //! [`prepare`] does the whole job; the steps are public so other modules can reuse them:
 //!
 //! 1. [`parse_message`] splits the message into header fields and the body offset. Header fields
-//!    keep their raw bytes (folding included); [`HeaderField::value`] unfolds them for reading.
-//!    A line that is neither a field nor a continuation ends the header section (garbage is
-//!    treated as body, never dropped). Header size and field count are bounded.
+//!    keep their raw bytes (folding included, and white space before the colon, which Postfix
+//!    and mail-parser accept); [`HeaderField::value`] unfolds them for reading. A line that is
+//!    neither a field nor a continuation ends the header section (garbage is treated as body,
+//!    never dropped). Header size and field count are bounded.
 //! 2. [`split_headers`] separates the *outer* header fields (routing and everything that is not
 //!    structural: From, To, Cc, Date, Message-ID, Subject, trace fields, ...) from the *inner*
 //!    entity (the `Content-*` fields and the body). `MIME-Version` is dropped from both (the outer
@@ -21,28 +22,34 @@
 //!    protected field left on the outside. With `hide_subject` the outer `Subject` becomes
 //!    [`HIDDEN_SUBJECT`] (`[...]`, only when encrypting). [`PrepareOptions::for_sealing`] picks
 //!    the mode S/MIME and OpenPGP use.
-//! 4. [`canonicalize`] turns the inner entity into the canonical form that is signed:
+//! 4. [`canonicalize_for`] turns the inner entity into the canonical form that is signed. It
+//!    changes only what must change for a signature to survive transport, reversibly (issue 17):
 //!    - every line ends with CRLF (bare LF and bare CR become CRLF) in headers and in text;
 //!    - a leaf part that is not 7-bit clean (a byte >= 0x80, NUL, or a line longer than 998
 //!      octets) is re-encoded: `text/*` (or no Content-Type) to quoted-printable, anything else
-//!      to base64 of the raw bytes; `Content-Transfer-Encoding` is rewritten accordingly, and
-//!      `8bit`/`binary` on clean parts becomes `7bit`;
-//!    - a quoted-printable or base64 part that still breaks those rules is decoded leniently and
-//!      re-encoded with the same encoding;
-//!    - multiparts are canonicalised part by part (up to [`Limits::max_depth`] levels, also through
-//!      `message/rfc822`), keeping their boundary; a preamble or epilogue that is not 7-bit clean
-//!      is dropped (clients never show it); a missing close delimiter is added;
-//!    - header lines longer than 998 octets are folded at a space; raw UTF-8 in header fields
-//!      (RFC 6532) is kept as is: MTAs downgrade bodies, they do not rewrite header bytes;
+//!      to base64 of the raw bytes; a quoted-printable or base64 part that still breaks those
+//!      rules is decoded leniently and re-encoded; `8bit`/`binary` on clean parts becomes `7bit`;
+//!    - multiparts are recursed into (up to [`Limits::max_depth`] levels, also through
+//!      `message/rfc822`); the preamble, the delimiter lines (with any text after the boundary,
+//!      RFC 2046's note) and the epilogue are kept as they are; a missing close delimiter is not
+//!      invented; a multipart or message/rfc822 never gets a base64 or quoted-printable encoding;
+//!    - a part with an unknown transfer encoding, a multipart whose delimiters are not found,
+//!      an embedded message without a header, and a client's own signed or encrypted multipart
+//!      are copied as they are;
+//!    - header lines longer than 998 octets are folded at white space (the value unfolds to the
+//!      same octets); raw UTF-8 in header fields (RFC 6532) is kept as is;
 //!    - a final line without CRLF stays without it.
 //!
-//!    The result is 7-bit clean except for raw UTF-8 header fields, and `canonicalize` is
-//!    idempotent.
+//!    Bytes copied as they are that are not 7-bit safe depend on the [`Carrier`]: signed in
+//!    clear, the message is refused ([`MimeError::NotSevenBit`], `554 5.6.0` with the reason);
+//!    inside encryption they are kept exactly. Nothing is ever dropped. `canonicalize` (clear)
+//!    and [`canonicalize_for`] are idempotent.
 //! 5. [`assemble`] writes the outgoing message: outer fields, `MIME-Version`, the new
 //!    `Content-Type` / `Content-Transfer-Encoding`, and the body.
 //!
 //! [`detect_protection`] recognises mail that is already signed or encrypted (S/MIME, PGP/MIME,
-//! inline PGP) so that it is not sealed again by accident; [`new_boundary`] makes random
+//! a text body that is exactly one inline PGP block), by the top-level structure only, so that
+//! it is not sealed again by accident; [`new_boundary`] makes random
 //! boundaries checked to be absent from the content.
 
 mod address;
@@ -60,12 +67,13 @@ mod protection;
 pub use address::mailboxes;
 pub use assemble::assemble;
 pub use boundary::new_boundary;
-pub use canon::canonicalize;
+pub(crate) use canon::split_multipart;
+pub use canon::{canonicalize, canonicalize_for, Carrier};
 pub use content_type::ContentType;
 pub use encoded_word::{decode_unstructured, encode_unstructured};
 pub use encoding::{encode_base64_body, encode_base64_body_into, encode_quoted_printable};
 pub use error::MimeError;
-pub use header::{parse_message, HeaderField, ParsedMessage};
+pub use header::{parse_message, refold_header_section, HeaderField, ParsedMessage};
 pub use prepare::{
     prepare, split_headers, HeaderProtection, PrepareOptions, Prepared, HIDDEN_SUBJECT,
     PROTECTED_FIELDS,

@@ -1,11 +1,11 @@
 //! Outer/inner split and RFC 9788 header protection.
 
 use super::assemble::is_content_field;
-use super::canon::canonicalize;
+use super::canon::{canonicalize_for, Carrier};
 use super::content_type::ContentType;
 use super::header::{parse_message, HeaderField, ParsedMessage};
 use super::protection::{detect_protection, Protection};
-use super::{Limits, MimeError};
+use super::{Limits, MimeError, MAX_LINE};
 
 /// Header fields copied into the protected inner entity (RFC 9788), case-insensitive.
 pub const PROTECTED_FIELDS: &[&str] = &[
@@ -47,6 +47,9 @@ pub struct PrepareOptions {
     pub hide_subject: bool,
     /// Parsing and canonicalisation bounds.
     pub limits: Limits,
+    /// What carries the inner entity: in clear (signed only), bytes that cannot be made 7-bit
+    /// reversibly are refused; inside encryption they are kept exactly (see [`Carrier`]).
+    pub carrier: Carrier,
 }
 
 impl PrepareOptions {
@@ -62,6 +65,11 @@ impl PrepareOptions {
             },
             hide_subject: encrypting && hide_subject,
             limits,
+            carrier: if encrypting {
+                Carrier::Encrypted
+            } else {
+                Carrier::Clear
+            },
         }
     }
 }
@@ -104,10 +112,16 @@ pub fn split_headers(parsed: &ParsedMessage) -> (Vec<HeaderField>, Vec<HeaderFie
 }
 
 /// Parses `message`, splits it, applies header protection and canonicalises the inner entity.
+/// Outer fields with a line over 998 octets are refolded (they travel in clear); one that
+/// cannot be folded is [`MimeError::UnfoldableHeaderLine`].
 pub fn prepare(message: &[u8], opts: &PrepareOptions) -> Result<Prepared, MimeError> {
     let parsed = parse_message(message, &opts.limits)?;
     let protection = detect_protection(message, &opts.limits);
-    let (mut outer, content) = split_headers(&parsed);
+    let (outer, content) = split_headers(&parsed);
+    let mut outer = outer
+        .iter()
+        .map(|f| f.refold(MAX_LINE))
+        .collect::<Result<Vec<_>, _>>()?;
     let body = &message[parsed.body_offset.min(message.len())..];
     let hp = opts.header_protection;
 
@@ -164,7 +178,7 @@ pub fn prepare(message: &[u8], opts: &PrepareOptions) -> Result<Prepared, MimeEr
     }
     raw_inner.extend_from_slice(b"\r\n");
     raw_inner.extend_from_slice(body);
-    let inner = canonicalize(&raw_inner, &opts.limits)?;
+    let inner = canonicalize_for(&raw_inner, &opts.limits, opts.carrier)?;
     Ok(Prepared {
         outer,
         inner,
@@ -249,6 +263,31 @@ mod tests {
             .outer
             .iter()
             .any(|f| f.is("subject") && f.value() == HIDDEN_SUBJECT));
+    }
+
+    /// Issue 17 item 6: outer fields travel in clear and are refolded; their value is kept.
+    #[test]
+    fn outer_long_lines_are_refolded() {
+        let refs = (0..120)
+            .map(|i| format!("<message-{i}@example.org>"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let msg = format!("From: a@b\r\nReferences: {refs}\r\nX-Note : kept\r\n\r\nx\r\n");
+        for opts in [
+            PrepareOptions::for_sealing(true, false, Limits::default()),
+            PrepareOptions::for_sealing(false, false, Limits::default()),
+        ] {
+            let p = prepare(msg.as_bytes(), &opts).unwrap();
+            let r = p.outer.iter().find(|f| f.is("references")).unwrap();
+            assert!(r.longest_line() <= 998);
+            assert_eq!(r.value().replace("\r\n", ""), refs);
+            assert!(p.outer.iter().any(|f| f.to_bytes() == b"X-Note : kept\r\n"));
+        }
+        let bad = format!("From: a@b\r\nX-Id: {}\r\n\r\nx\r\n", "y".repeat(1200));
+        assert!(matches!(
+            prepare(bad.as_bytes(), &PrepareOptions::default()),
+            Err(MimeError::UnfoldableHeaderLine { .. })
+        ));
     }
 
     #[test]

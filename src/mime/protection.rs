@@ -5,8 +5,8 @@ use super::content_type::ContentType;
 use super::header::parse_message;
 use super::Limits;
 
-/// What protection a message already carries, judged from its top-level Content-Type and from
-/// inline OpenPGP armor in its body.
+/// What protection a message already carries, judged from its top-level structure only: its
+/// Content-Type, or a text body that is exactly one inline OpenPGP armored block.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Protection {
@@ -50,8 +50,9 @@ impl Protection {
     }
 }
 
-/// Classifies `message`. Never fails: unparseable input is [`Protection::None`] unless it holds
-/// inline PGP armor.
+/// Classifies `message` by its top-level structure. Never fails: unparseable input is
+/// [`Protection::None`]. An armored block quoted inside a body, or in one part of a multipart,
+/// is [`Protection::None`]: the message is sealed normally.
 pub fn detect_protection(message: &[u8], limits: &Limits) -> Protection {
     let Ok(parsed) = parse_message(message, limits) else {
         return Protection::None;
@@ -93,25 +94,64 @@ pub fn detect_protection(message: &[u8], limits: &Limits) -> Protection {
             return p;
         }
     }
-    let body = &message[parsed.body_offset.min(message.len())..];
-    if has_armor_line(body, b"-----BEGIN PGP MESSAGE-----") {
+    // Inline PGP only when the whole message is one text body that is exactly one armored
+    // block: a block quoted inside a body says nothing about the message (SECURITY.md I10).
+    let text_body = parsed
+        .field("content-type")
+        .map(|f| ContentType::parse(&f.value()))
+        .is_none_or(|ct| ct.is_none_or(|c| c.mime_type == "text"));
+    let identity = parsed.field("content-transfer-encoding").is_none_or(|f| {
+        matches!(
+            f.value().to_ascii_lowercase().as_str(),
+            "" | "7bit" | "8bit" | "binary"
+        )
+    });
+    if !text_body || !identity {
+        return Protection::None;
+    }
+    let body = trim_ascii_whitespace(&message[parsed.body_offset.min(message.len())..]);
+    if is_one_armored_block(
+        body,
+        b"-----BEGIN PGP MESSAGE-----",
+        b"-----END PGP MESSAGE-----",
+    ) {
         Protection::InlinePgpEncrypted
-    } else if has_armor_line(body, b"-----BEGIN PGP SIGNED MESSAGE-----") {
+    } else if is_one_armored_block(
+        body,
+        b"-----BEGIN PGP SIGNED MESSAGE-----",
+        b"-----END PGP SIGNATURE-----",
+    ) {
         Protection::InlinePgpSigned
     } else {
         Protection::None
     }
 }
 
-/// `marker` at the start of a line.
-fn has_armor_line(body: &[u8], marker: &[u8]) -> bool {
-    if body.starts_with(marker) {
-        return true;
+fn trim_ascii_whitespace(mut b: &[u8]) -> &[u8] {
+    while let [first, rest @ ..] = b {
+        if first.is_ascii_whitespace() {
+            b = rest;
+        } else {
+            break;
+        }
     }
-    let mut with_lf = Vec::with_capacity(marker.len() + 1);
-    with_lf.push(b'\n');
-    with_lf.extend_from_slice(marker);
-    contains(body, &with_lf)
+    while let [rest @ .., last] = b {
+        if last.is_ascii_whitespace() {
+            b = rest;
+        } else {
+            break;
+        }
+    }
+    b
+}
+
+/// `body` (white space trimmed) starts with `begin`, ends with `end`, and holds no second
+/// `begin`.
+fn is_one_armored_block(body: &[u8], begin: &[u8], end: &[u8]) -> bool {
+    body.starts_with(begin)
+        && body.ends_with(end)
+        && body.len() >= begin.len() + end.len()
+        && !contains(&body[begin.len()..], begin)
 }
 
 #[cfg(test)]
@@ -120,6 +160,57 @@ mod tests {
 
     fn detect(m: &[u8]) -> Protection {
         detect_protection(m, &Limits::default())
+    }
+
+    /// Issue 9 item 4 (SECURITY.md I10): judged by the top-level structure only. A body that
+    /// quotes an armored block, or a part of a multipart that holds one, is not protected.
+    #[test]
+    fn quoted_armor_is_not_protection() {
+        const BLOCK: &str =
+            "-----BEGIN PGP MESSAGE-----\r\n\r\nhQEMA1234\r\n-----END PGP MESSAGE-----\r\n";
+        const SIGNED: &str = "-----BEGIN PGP SIGNED MESSAGE-----\r\nHash: SHA256\r\n\r\nx\r\n\
+                              -----BEGIN PGP SIGNATURE-----\r\n\r\niQ\r\n-----END PGP SIGNATURE-----\r\n";
+        for (body, kind) in [(BLOCK, "encrypted"), (SIGNED, "signed")] {
+            let quoted = format!("Subject: fwd\r\n\r\nYou wrote:\r\n{body}\r\nMy answer.\r\n");
+            assert_eq!(detect(quoted.as_bytes()), Protection::None, "quoted {kind}");
+            let trailing = format!("Subject: fwd\r\n\r\n{body}\r\nsent from my phone\r\n");
+            assert_eq!(
+                detect(trailing.as_bytes()),
+                Protection::None,
+                "{kind} + text"
+            );
+            let two = format!("Subject: two\r\n\r\n{body}{body}");
+            assert_eq!(
+                detect(two.as_bytes()),
+                Protection::None,
+                "two {kind} blocks"
+            );
+            let in_part = format!(
+                "Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\r\n{body}\r\n--b--\r\n"
+            );
+            assert_eq!(
+                detect(in_part.as_bytes()),
+                Protection::None,
+                "{kind} in a part"
+            );
+            let html = format!("Content-Type: text/html\r\n\r\n{body}");
+            assert_ne!(
+                detect(html.as_bytes()),
+                Protection::None,
+                "text/html {kind}"
+            );
+            let attachment = format!("Content-Type: application/octet-stream\r\n\r\n{body}");
+            assert_eq!(
+                detect(attachment.as_bytes()),
+                Protection::None,
+                "{kind} attachment"
+            );
+            let exact = format!("Subject: x\r\n\r\n\r\n{body}\r\n\r\n");
+            assert!(
+                detect(exact.as_bytes()).is_protected(),
+                "exactly one {kind} block"
+            );
+        }
     }
 
     #[test]
@@ -144,11 +235,11 @@ mod tests {
             Protection::SmimeSigned
         );
         assert_eq!(
-            detect(b"Subject: x\r\n\r\nhello\r\n-----BEGIN PGP MESSAGE-----\r\n"),
+            detect(b"Subject: x\r\n\r\n\r\n-----BEGIN PGP MESSAGE-----\r\n\r\nhQEMA\r\n-----END PGP MESSAGE-----\r\n"),
             Protection::InlinePgpEncrypted
         );
         assert_eq!(
-            detect(b"Subject: x\r\n\r\n-----BEGIN PGP SIGNED MESSAGE-----\r\n"),
+            detect(b"Subject: x\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n-----BEGIN PGP SIGNED MESSAGE-----\r\nHash: SHA256\r\n\r\nhi\r\n-----BEGIN PGP SIGNATURE-----\r\n\r\niQ\r\n-----END PGP SIGNATURE-----"),
             Protection::InlinePgpSigned
         );
         assert_eq!(
@@ -160,6 +251,7 @@ mod tests {
             Protection::None
         );
         assert_eq!(detect(b""), Protection::None);
+        assert_eq!(detect(b"\r\n-----BEGIN PGP MESSAGE-----"), Protection::None);
         assert_eq!(detect(b"\xff\xff\xff"), Protection::None);
     }
 }

@@ -19,6 +19,7 @@ pub use seal::{copy_is_signed, seal_copy, CopySpec, SealError, SealSettings};
 pub use store_keys::StoreKeys;
 
 use crate::address::Address;
+use crate::mime;
 use crate::policy::{
     decide_recipient, decide_signing, message_sign_mode, Outcome, PolicyConfig, RecipientDecision,
     SenderFacts, SignMode, SigningDecision,
@@ -237,7 +238,9 @@ pub fn plan_message(
     let client_encrypted = facts.protection.is_encrypted()
         && verify::really_encrypted(&content, facts.protection, limits);
     if client_encrypted && !required {
-        return Ok(Plan::Passthrough(content));
+        return Ok(Plan::Passthrough(mime::refold_header_section(
+            content, limits,
+        )));
     }
     let wrap = facts.protection.is_protected();
 
@@ -288,7 +291,9 @@ pub fn plan_message(
     }
     if let [only] = plan.as_slice() {
         if only.seal == Outcome::Plain && !sign {
-            return Ok(Plan::Passthrough(content));
+            return Ok(Plan::Passthrough(mime::refold_header_section(
+                content, limits,
+            )));
         }
     }
     Ok(Plan::Copies(Box::new(Sealing {

@@ -58,15 +58,13 @@ pub enum SealError {
 }
 
 impl SealError {
-    /// The client's reply: a message the parser cannot take is refused for good; any other
-    /// failure is temporary (keys may be fixed) and nothing was sent.
+    /// The client's reply: a message the MIME layer cannot take is refused for good, saying
+    /// why; any other failure is temporary (keys may be fixed) and nothing was sent.
     pub fn client_reply(&self) -> Reply {
         match self {
-            SealError::Mime(_) | SealError::Smime(SmimeError::Mime(_)) => Reply::new(
-                554,
-                "5.6.0",
-                "Message header or MIME structure exceeds the processing limits",
-            ),
+            SealError::Mime(e)
+            | SealError::Smime(SmimeError::Mime(e))
+            | SealError::Openpgp(PgpError::Mime(e)) => Reply::new(554, "5.6.0", e.reply_text()),
             SealError::Unsignable(_) => {
                 Reply::new(550, "5.7.1", "Message must be signed and cannot be")
             }
