@@ -369,6 +369,20 @@ def test_unauthenticated_clients_are_not_signed_for_by_default(secure):
     assert b"multipart/signed" not in r.up.messages[-1].content
 
 
+def test_refusal_to_sign_names_no_internal_setting(secure):
+    """SECURITY.md I14: the client learns that the message must be signed and cannot be, not
+    which configuration key said so (the reason is logged)."""
+    r = secure(sign_without_auth=False, policy={**POLICY, "sign": "required"})
+    with pytest.raises(smtplib.SMTPDataError) as e:
+        send(r, "alice@example.org", ["nokey@example.org"], MSG)
+    assert e.value.smtp_code == 550 and b"5.7.1" in e.value.smtp_error
+    text = e.value.smtp_error.decode()
+    for internal in ("sign_without_auth", "listen", "authenticated", "policy"):
+        assert internal not in text, text
+    assert r.up.messages == []
+    assert "sign_without_auth" in r.sg.stderr_text()
+
+
 def test_authenticated_client_is_signed_for_only_as_itself(secure, smime_pki):
     up = {"auth": {"user": "alice@example.org", "password": "pw"}}
     r = secure(upstream=up, sign_without_auth=False)

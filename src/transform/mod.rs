@@ -273,11 +273,14 @@ pub fn plan_message(
         SigningDecision::Sign => !wrap,
         SigningDecision::Unsigned(_) => false,
         SigningDecision::Refuse(why) => {
+            // The reason names our configuration: it goes to the log, never to the client
+            // (SECURITY.md I14).
+            tracing::info!(reason = %why, "message must be signed and cannot be");
             return Err(Reply::new(
                 550,
                 "5.7.1",
-                format!("Message must be signed and cannot be: {why}"),
-            ))
+                "Message must be signed and this sender cannot be signed for",
+            ));
         }
     };
 
