@@ -20,6 +20,7 @@
 //! Addresses are normalised by one rule, see [`crate::address`].
 
 pub mod openpgp;
+pub mod owner;
 pub mod pem;
 pub mod private;
 pub mod sled_store;
@@ -32,6 +33,7 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 pub use crate::address::{Address, AddressError};
+pub use owner::check_owner;
 pub use private::PrivateIdentity;
 pub use sled_store::SledStore;
 
@@ -468,6 +470,9 @@ pub enum StoreError {
          command); try again"
     )]
     Locked(String),
+    /// The store belongs to another user than the one running this process (see [`owner`]).
+    #[error("{0}")]
+    NotOwner(String),
     /// An input could not be parsed.
     #[error("{what}: {reason}")]
     Parse {

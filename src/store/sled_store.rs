@@ -115,7 +115,10 @@ fn tighten(dir: &Path) -> Result<(), StoreError> {
 impl SledStore {
     /// Opens (creating if needed) the store at `path`, waiting up to `lock_wait` when another
     /// process holds it.
+    ///
+    /// Refuses a store whose directory belongs to another user ([`super::owner`]).
     pub fn open(path: &Path, lock_wait: Duration) -> Result<Self, StoreError> {
+        super::owner::check_owner(path)?;
         #[cfg(unix)]
         {
             use std::os::unix::fs::DirBuilderExt;
