@@ -39,7 +39,7 @@ pub fn user_name(uid: u32) -> String {
 }
 
 /// What to tell the user: who owns the store (or the directory it would be created in), who
-/// they are, and the command to run instead.
+/// they are, and what to do instead.
 fn not_owner_message(path: &Path, exists: bool, dir: &Path, owner: u32, me: u32) -> String {
     let name = user_name(owner);
     // sudo takes a user without a name as #uid.
@@ -57,12 +57,21 @@ fn not_owner_message(path: &Path, exists: bool, dir: &Path, owner: u32, me: u32)
             dir.display()
         )
     };
-    format!(
-        "{whose}, but this command runs as {}: files it wrote there could not be read by \
-         the service. Run it as the store's owner instead, e.g. \
-         `sudo -u {sudo_user} sealgate keys ...`",
-        user_name(me)
-    )
+    let me_name = user_name(me);
+    if me == 0 {
+        format!(
+            "{whose}, but this command runs as root: files it wrote there could not be read \
+             by the service. Run it as the store's owner instead, e.g. \
+             `sudo -u {sudo_user} sealgate keys ...`"
+        )
+    } else {
+        // Typically the service user facing a store that root made: ownership is the fix.
+        format!(
+            "{whose}, not to {me_name} who runs this: give the store to {me_name} \
+             (e.g. `chown -R {me_name}: {}`), or run as {name} (`sudo -u {sudo_user} ...`)",
+            path.display()
+        )
+    }
 }
 
 /// Refuses (with [`StoreError::NotOwner`]) to open the store at `path` as a user other than
