@@ -53,6 +53,7 @@ APT_NEEDS = {  # command -> Debian package providing it
     "adduser": "adduser",              # the package's postinst
     "runuser": "util-linux",
     "openssl": "openssl",              # opens what arrived
+    "strace": "strace",                # what the server does, against the unit's filters
 }
 
 
@@ -99,6 +100,58 @@ def package_status() -> str:
 
 def purge() -> subprocess.CompletedProcess:
     return run(["dpkg", "--purge", "sealgate"], timeout=300, check=False)
+
+
+def unit_settings(path) -> dict:
+    """Directive -> list of values (in order) of a unit file."""
+    out: dict = {}
+    for line in Path(path).read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith(("#", ";", "[")) and "=" in line:
+            k, v = line.split("=", 1)
+            out.setdefault(k.strip(), []).append(v.strip())
+    return out
+
+
+def syscall_set(groups: list) -> set:
+    """The system calls in these systemd syscall groups and names (expanded recursively)."""
+    names: set = set()
+    for g in groups:
+        if not g.startswith("@"):
+            names.add(g)
+            continue
+        out = run(["systemd-analyze", "syscall-filter", "--no-pager", g], timeout=60).stdout
+        members = [l.split()[0] for l in out.splitlines()[1:]
+                   if l.strip() and not l.strip().startswith("#")]
+        names |= syscall_set(members)
+    return names
+
+
+def test_unit_keeps_what_the_service_needs():
+    """The hardening leaves what sealgate must do: bind port 25 as sealgate, read /etc/sealgate,
+    write the store and spool named in the template, reach the network and a Unix socket under
+    /run/sealgate, restart on failure."""
+    u = unit_settings(REPO / "deploy/sealgate.service")
+    template = (REPO / "deploy/sealgate.toml").read_text()
+    assert u["User"] == ["sealgate"] and u["Group"] == ["sealgate"]
+    assert u["ExecStart"] == [f"{BIN} serve --config {CONF}"]
+    assert u["ExecStartPre"] == [f"{BIN} check-config --config {CONF}"]
+    assert u["Restart"] == ["on-failure"]
+    assert u["AmbientCapabilities"] == ["CAP_NET_BIND_SERVICE"]
+    assert u["CapabilityBoundingSet"] == ["CAP_NET_BIND_SERVICE"]
+    assert "PrivateUsers" not in u, "a user namespace takes CAP_NET_BIND_SERVICE away"
+    families = set(" ".join(u["RestrictAddressFamilies"]).split())
+    assert {"AF_INET", "AF_INET6", "AF_UNIX"} <= families
+    assert "PrivateNetwork" not in u and "IPAddressDeny" not in u
+    # Writable: StateDirectory= (under /var/lib) and RuntimeDirectory= (under /run).
+    state = {f"/var/lib/{d}" for v in u["StateDirectory"] for d in v.split()}
+    assert {"/var/lib/sealgate", "/var/lib/sealgate/spool"} <= state
+    assert 'path = "/var/lib/sealgate/store"' in template
+    assert 'spool_dir = "/var/lib/sealgate/spool"' in template
+    assert u["RuntimeDirectory"] == ["sealgate"]
+    # /etc stays readable: nothing hides it.
+    for k in ("InaccessiblePaths", "TemporaryFileSystem"):
+        assert not any("/etc" in v for v in u.get(k, [])), u[k]
 
 
 @pytest.fixture(scope="module")
@@ -209,7 +262,8 @@ def write_config(workdir: Path, pki: dict, upstream: str) -> Path:
         "upstream": {"address": upstream, "tls": "starttls", "ca_file": pki["ca"],
                      "server_name": "localhost"},
         "limits": {"command_timeout": 10, "data_timeout": 10, "upstream_timeout": 10,
-                   "connect_timeout": 5, "shutdown_grace": 5},
+                   "connect_timeout": 5, "shutdown_grace": 5,
+                   "memory_spool": 1024},  # so the message goes through the spool directory
         "policy": {"encrypt": "opportunistic", "sign": False},
     }
     path = workdir / "sealgate.toml"
@@ -237,8 +291,14 @@ def test_serve_as_the_service_user_relays_a_message(deb, workdir, pki, upstream_
     for f in Path(f"{STATE}/store").iterdir():
         assert f.stat().st_uid == pwd.getpwnam("sealgate").pw_uid, f
 
+    # serve runs under strace (as sealgate, tracing only sealgate), so that what it really does
+    # can be held against the unit's filters, which cannot be applied here without systemd.
+    trace = workdir / "serve.strace"
+    trace.touch()
+    shutil.chown(trace, "sealgate", "sealgate")
     stderr = open(workdir / "serve.stderr", "wb")
-    proc = subprocess.Popen(["runuser", "-u", "sealgate", "--", BIN, "serve", "--config", str(cfg)],
+    proc = subprocess.Popen(["runuser", "-u", "sealgate", "--", "strace", "-f", "-qq",
+                             "-o", str(trace), BIN, "serve", "--config", str(cfg)],
                             stdout=subprocess.PIPE, stderr=stderr, start_new_session=True,
                             env=dict(os.environ, RUST_LOG="info"))
     server_pid = None
@@ -254,16 +314,20 @@ def test_serve_as_the_service_user_relays_a_message(deb, workdir, pki, upstream_
                 port = int(m.group(1))
             time.sleep(0.05)
         assert port, f"no listening line in 30 s: {buf!r}\n{(workdir / 'serve.stderr').read_text()}"
-        # The server runs as the service user (runuser's child).
-        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
-        assert len(children) == 1, children
-        server_pid = int(children[0])
+        # The server runs as the service user (runuser -> strace -> sealgate).
+        def child(pid: int) -> int:
+            children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+            assert len(children) == 1, children
+            return int(children[0])
+        server_pid = child(child(proc.pid))
+        assert Path(f"/proc/{server_pid}/exe").resolve() == Path(BIN)
         uids = [l for l in Path(f"/proc/{server_pid}/status").read_text().splitlines()
                 if l.startswith("Uid:")]
         assert uids[0].split()[1:] == [str(pwd.getpwnam("sealgate").pw_uid)] * 4, uids
 
         msg = (b"From: alice@example.test\r\nTo: alice@example.test\r\n"
-               b"Subject: through the package\r\n\r\npackaged and sealed\r\n")
+               b"Subject: through the package\r\n\r\npackaged and sealed\r\n"
+               + b"more than memory_spool\r\n" * 100)
         try:
             refused = smtplib_send(port, pki["ca"], "alice@example.test", ["alice@example.test"],
                                    msg, timeout=20)
@@ -279,7 +343,7 @@ def test_serve_as_the_service_user_relays_a_message(deb, workdir, pki, upstream_
         assert b"packaged and sealed" in plain
     finally:
         # SIGTERM to sealgate itself (runuser would pass it on, then SIGKILL after 2 s);
-        # runuser exits with sealgate's status.
+        # strace and runuser exit with sealgate's status.
         if proc.poll() is None:
             if server_pid:
                 os.kill(server_pid, signal.SIGTERM)
@@ -293,6 +357,30 @@ def test_serve_as_the_service_user_relays_a_message(deb, workdir, pki, upstream_
             code = "killed"
         stderr.close()
     assert code == 0, f"serve ended with {code}:\n{(workdir / 'serve.stderr').read_text()}"
+
+    # What the server did, against what the unit allows.
+    calls = [l.split(None, 1)[1] for l in trace.read_text().splitlines() if " " in l]
+    used = {m.group(1) for c in calls if (m := re.match(r"([a-z0-9_]+)\(", c))}
+    assert {"bind", "accept4", "connect", "sendto", "openat"} <= used, used  # a real trace
+    u = unit_settings(UNIT)
+    allowed, denied = set(), set()
+    for v in u["SystemCallFilter"]:
+        if v.startswith("~"):
+            denied |= syscall_set(v[1:].split())
+        else:
+            allowed |= syscall_set(v.split())
+    assert not used - allowed, f"system calls outside SystemCallFilter: {used - allowed}"
+    assert not used & denied, f"system calls the unit denies: {used & denied}"
+    families = set(" ".join(u["RestrictAddressFamilies"]).split())
+    opened = {m.group(1) for c in calls if (m := re.match(r"socket\((AF_[A-Z0-9]+)", c))}
+    assert opened and opened <= families, (opened, families)
+    if u.get("MemoryDenyWriteExecute") == ["true"]:
+        wx = [c for c in calls if re.match(r"(mprotect|pkey_mprotect)\(.*PROT_EXEC", c)
+              or re.match(r"mmap\(.*PROT_WRITE\|PROT_EXEC", c)]
+        assert not wx, wx
+    # The spool directory was used (an unnamed temporary file in it) and is writable.
+    assert any(f"{STATE}/spool" in c and "O_TMPFILE" in c and not re.search(r"= -1 E", c)
+               for c in calls), "the message never went through the spool directory"
 
 
 def test_purge_removes_the_package_and_its_data(deb):
