@@ -291,7 +291,8 @@ impl Config {
     }
 
     /// What `serve` needs from the file system beyond the TLS material `parse` already loaded:
-    /// the trust anchors parse, and the store and spool directories (or the directories they
+    /// the trust anchors parse, the store belongs to this user (or would be created by it, see
+    /// [`crate::store::owner`]), and the store and spool directories (or the directories they
     /// would be created in) can be written by this user. `check-config` and `serve` both come
     /// through here ([`Config::load`]), so a configuration that passes the check starts.
     fn check_files(&self) -> Vec<ConfigError> {
@@ -301,7 +302,11 @@ impl Config {
                 c.push("smime.trust_anchors", e);
             }
         }
-        if let Err(e) = writable_dir(&self.store_path) {
+        // The owner first: root can write anywhere, yet serve would refuse a store that
+        // belongs to another user (the service's), see store::owner.
+        if let Err(e) = crate::store::check_owner(&self.store_path, None) {
+            c.push("store.path", e.to_string());
+        } else if let Err(e) = writable_dir(&self.store_path) {
             c.push("store.path", e);
         }
         if let Some(dir) = &self.spool_dir {

@@ -154,7 +154,7 @@ fn open(store_path: &Path, trust_anchors: Option<&Path>) -> Result<SledStore, Fa
         };
     // Before anything is written (the request below included): a store of another user,
     // e.g. root on the service's store, is refused with the command to run instead.
-    crate::store::check_owner(store_path)?;
+    crate::store::check_owner(store_path, Some("keys"))?;
     // Ask a serving sealgate to let go of the store (see SledStore's documentation: the
     // server drops its handle while `write-request` exists and reopens afterwards).
     let request = store_path.join(WRITE_REQUEST);

@@ -138,3 +138,47 @@ fn root_does_not_create_a_store_inside_another_users_directory() {
     assert!(stderr.contains("sudo -u nobody sealgate keys"), "{stderr}");
     assert!(entries(&state).is_empty(), "{:?}", entries(&state));
 }
+
+#[test]
+fn check_config_as_root_reports_a_store_of_another_user() {
+    if !is_root() {
+        eprintln!("keys_owner: not root, check-config on another user's store not exercised");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    std::fs::create_dir(&store).expect("mkdir store");
+    std::os::unix::fs::chown(&store, Some(NOBODY), Some(NOBODY)).expect("chown to nobody");
+    let cfg = dir.path().join("sealgate.toml");
+    let text = format!(
+        "[store]\npath = \"{}\"\n\n[[listen]]\naddress = \"127.0.0.1:0\"\ntls = \"none\"\n\n\
+         [upstream]\naddress = \"127.0.0.1:9\"\ntls = \"starttls\"\n",
+        store.display()
+    );
+    std::fs::write(&cfg, text).expect("write config");
+    let check = |cfg: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_sealgate"))
+            .args(["check-config", "--config"])
+            .arg(cfg)
+            .output()
+            .expect("run sealgate")
+    };
+    // serve would refuse this store, so the check says so (root could write there).
+    let out = check(&cfg);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("store.path: the key store") && stderr.contains("belongs to nobody"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("sudo -u nobody sealgate ..."), "{stderr}");
+    assert!(entries(&store).is_empty(), "{:?}", entries(&store));
+    // Root's own store passes.
+    std::os::unix::fs::chown(&store, Some(0), Some(0)).expect("chown to root");
+    let out = check(&cfg);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

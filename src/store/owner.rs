@@ -40,7 +40,14 @@ pub fn user_name(uid: u32) -> String {
 
 /// What to tell the user: who owns the store (or the directory it would be created in), who
 /// they are, and what to do instead.
-fn not_owner_message(path: &Path, exists: bool, dir: &Path, owner: u32, me: u32) -> String {
+fn not_owner_message(
+    path: &Path,
+    exists: bool,
+    dir: &Path,
+    owner: u32,
+    me: u32,
+    command: Option<&str>,
+) -> String {
     let name = user_name(owner);
     // sudo takes a user without a name as #uid.
     let sudo_user = if name.starts_with("uid ") {
@@ -58,11 +65,14 @@ fn not_owner_message(path: &Path, exists: bool, dir: &Path, owner: u32, me: u32)
         )
     };
     let me_name = user_name(me);
+    let run = match command {
+        Some(c) => format!("sealgate {c} ..."),
+        None => "sealgate ...".to_string(),
+    };
     if me == 0 {
         format!(
-            "{whose}, but this command runs as root: files it wrote there could not be read \
-             by the service. Run it as the store's owner instead, e.g. \
-             `sudo -u {sudo_user} sealgate keys ...`"
+            "{whose}, but this runs as root: files it wrote there could not be read by the \
+             service. Run it as the store's owner instead, e.g. `sudo -u {sudo_user} {run}`"
         )
     } else {
         // Typically the service user facing a store that root made: ownership is the fix.
@@ -75,9 +85,10 @@ fn not_owner_message(path: &Path, exists: bool, dir: &Path, owner: u32, me: u32)
 }
 
 /// Refuses (with [`StoreError::NotOwner`]) to open the store at `path` as a user other than
-/// the owner of its directory; see the module documentation.
+/// the owner of its directory; see the module documentation. `command` (e.g. `"keys"`) makes
+/// the suggested command line precise.
 #[cfg(unix)]
-pub fn check_owner(path: &Path) -> Result<(), StoreError> {
+pub fn check_owner(path: &Path, command: Option<&str>) -> Result<(), StoreError> {
     use std::os::unix::fs::MetadataExt;
 
     let me = effective_uid();
@@ -101,7 +112,7 @@ pub fn check_owner(path: &Path) -> Result<(), StoreError> {
                     return Ok(());
                 }
                 return Err(StoreError::NotOwner(not_owner_message(
-                    path, exists, p, owner, me,
+                    path, exists, p, owner, me, command,
                 )));
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -117,7 +128,7 @@ pub fn check_owner(path: &Path) -> Result<(), StoreError> {
 
 /// Without Unix ownership there is nothing to check.
 #[cfg(not(unix))]
-pub fn check_owner(_path: &Path) -> Result<(), StoreError> {
+pub fn check_owner(_path: &Path, _command: Option<&str>) -> Result<(), StoreError> {
     Ok(())
 }
 
@@ -134,7 +145,7 @@ mod tests {
     #[test]
     fn own_directory_and_missing_store_below_it_are_fine() {
         let dir = tempfile::tempdir().expect("tempdir");
-        assert!(check_owner(dir.path()).is_ok());
-        assert!(check_owner(&dir.path().join("a/b/store")).is_ok());
+        assert!(check_owner(dir.path(), None).is_ok());
+        assert!(check_owner(&dir.path().join("a/b/store"), None).is_ok());
     }
 }

@@ -118,7 +118,7 @@ impl SledStore {
     ///
     /// Refuses a store whose directory belongs to another user ([`super::owner`]).
     pub fn open(path: &Path, lock_wait: Duration) -> Result<Self, StoreError> {
-        super::owner::check_owner(path)?;
+        super::owner::check_owner(path, None)?;
         #[cfg(unix)]
         {
             use std::os::unix::fs::DirBuilderExt;
