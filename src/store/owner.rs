@@ -117,7 +117,12 @@ pub fn check_owner(path: &Path, command: Option<&str>) -> Result<(), StoreError>
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 exists = false;
-                probe = p.parent();
+                // "." stands for the empty parent of a relative path: nothing above it.
+                probe = if p == Path::new(".") {
+                    None
+                } else {
+                    p.parent()
+                };
             }
             // Anything else (e.g. no search permission): opening reports it.
             Err(_) => return Ok(()),
