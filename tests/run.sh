@@ -5,7 +5,7 @@
 #   3. python3 -m pytest -q tests/ against target/debug/sealgate.
 # Every stage runs even when an earlier one failed; the end lists the failed stages.
 # Extra arguments are passed to pytest (e.g. tests/run.sh -k smuggling -x).
-# Exits non-zero if any stage failed.  Needs root (or sudo) for apt and for the Postfix e2e test.
+# Exits non-zero if any stage failed.  Needs root: apt, the Postfix e2e test and the package test (dpkg).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
