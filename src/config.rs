@@ -122,6 +122,70 @@ pub struct Config {
     pub policy: PolicyConfig,
     /// Recipient certificates must chain to these (PEM); None: trusted as imported.
     pub smime_trust_anchors: Option<PathBuf>,
+    pub queue: QueueConfig,
+}
+
+/// The durable queue (`[queue]`): copies that could not be delivered on the client's session.
+#[derive(Debug, Clone)]
+pub struct QueueConfig {
+    /// Default: `queue` next to the key store (`/var/lib/sealgate/store` -> `/var/lib/sealgate/queue`).
+    pub dir: PathBuf,
+    /// First retry after this; each later one waits twice as long, up to `retry_max`.
+    pub retry_initial: Duration,
+    pub retry_max: Duration,
+    /// A copy still undelivered after this long is returned to its sender (DSN).
+    pub max_age: Duration,
+    /// Deliveries from the queue at once (each its own upstream session).
+    pub concurrency: usize,
+    /// How often the directory is rescanned (entries due, `sealgate queue retry`/`bounce`).
+    pub scan_interval: Duration,
+}
+
+/// The queue directory when `[queue] dir` is not set: `queue` beside the key store.
+pub fn default_queue_dir(store_path: &Path) -> PathBuf {
+    match store_path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.join("queue"),
+        _ => PathBuf::from("queue"),
+    }
+}
+
+/// The queue directory named by a configuration file, read leniently (for `sealgate queue`).
+pub fn queue_dir_from(path: &Path) -> Result<PathBuf, ConfigErrors> {
+    #[derive(Deserialize)]
+    struct Partial {
+        store: Option<RawStore>,
+        queue: Option<toml::Value>,
+    }
+    let fail = |location: &str, message: String| ConfigErrors {
+        file: path.to_path_buf(),
+        errors: vec![ConfigError {
+            location: location.into(),
+            message,
+        }],
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| fail("file", e.to_string()))?;
+    let partial: Partial =
+        toml::from_str(&text).map_err(|e| fail("file", e.message().to_string()))?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let resolve = |p: &Path| {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            base.join(p)
+        }
+    };
+    if let Some(dir) = partial
+        .queue
+        .as_ref()
+        .and_then(|q| q.get("dir"))
+        .and_then(|d| d.as_str())
+    {
+        return Ok(resolve(Path::new(dir)));
+    }
+    let store = partial
+        .store
+        .ok_or_else(|| fail("store", "missing [store] section with path".into()))?;
+    Ok(default_queue_dir(&resolve(&store.path)))
 }
 
 /// What the `keys` commands need: read leniently, so that key management works even when the
@@ -182,6 +246,19 @@ struct RawConfig {
     policy: crate::policy::RawPolicy,
     #[serde(default)]
     smime: RawSmime,
+    #[serde(default)]
+    queue: RawQueue,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawQueue {
+    dir: Option<PathBuf>,
+    retry_initial: Option<u64>,
+    retry_max: Option<u64>,
+    max_age: Option<u64>,
+    concurrency: Option<u64>,
+    scan_interval: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -313,6 +390,9 @@ impl Config {
             if let Err(e) = writable_dir(dir) {
                 c.push("server.spool_dir", e);
             }
+        }
+        if let Err(e) = writable_dir(&self.queue.dir) {
+            c.push("queue.dir", e);
         }
         c.errors
     }
@@ -574,6 +654,28 @@ impl Config {
             );
         }
 
+        let q = raw.queue;
+        let mut positive = |name: &str, v: Option<u64>, default: u64| -> u64 {
+            if v == Some(0) {
+                c.push(format!("queue.{name}"), "must be greater than 0");
+            }
+            v.filter(|&v| v > 0).unwrap_or(default)
+        };
+        let queue = QueueConfig {
+            dir: match &q.dir {
+                Some(d) => resolve(d),
+                None => default_queue_dir(&store_path),
+            },
+            retry_initial: Duration::from_secs(positive("retry_initial", q.retry_initial, 300)),
+            retry_max: Duration::from_secs(positive("retry_max", q.retry_max, 4 * 3600)),
+            max_age: Duration::from_secs(positive("max_age", q.max_age, 5 * 86_400)),
+            concurrency: positive("concurrency", q.concurrency, 4) as usize,
+            scan_interval: Duration::from_secs(positive("scan_interval", q.scan_interval, 5)),
+        };
+        if queue.retry_max < queue.retry_initial {
+            c.push("queue.retry_max", "must be at least retry_initial");
+        }
+
         let policy = match PolicyConfig::from_raw(raw.policy) {
             Ok(p) => p,
             Err(errors) => {
@@ -594,6 +696,7 @@ impl Config {
                 limits,
                 policy,
                 smime_trust_anchors: raw.smime.trust_anchors.as_deref().map(resolve),
+                queue,
             }),
             _ => Err(c.errors),
         }

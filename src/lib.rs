@@ -13,6 +13,7 @@ pub mod keys_cli;
 pub mod mime;
 pub mod openpgp;
 pub mod policy;
+pub mod queue;
 pub mod relay;
 pub mod server;
 pub mod sink;

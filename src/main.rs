@@ -51,6 +51,22 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Inspect and act on the durable queue (works whether the server runs or not).
+    #[command(
+        after_help = "Examples:\n  sealgate queue list --config /etc/sealgate/sealgate.toml\n  sealgate queue retry --config /etc/sealgate/sealgate.toml --all"
+    )]
+    Queue {
+        /// Configuration file; its [queue] dir (default: `queue` beside the [store] path).
+        #[arg(
+            long,
+            global = true,
+            value_name = "FILE",
+            default_value = "sealgate.toml"
+        )]
+        config: PathBuf,
+        #[command(subcommand)]
+        command: sealgate::queue::cli::QueueCommand,
+    },
     /// Explain the encryption policy.
     Policy {
         #[command(subcommand)]
@@ -214,6 +230,13 @@ fn main() -> ExitCode {
                 settings.trust_anchors.as_deref(),
                 std::time::SystemTime::now(),
             ),
+            Err(errors) => {
+                eprint!("{errors}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Queue { config, command } => match sealgate::config::queue_dir_from(&config) {
+            Ok(dir) => sealgate::queue::cli::run(command, &dir),
             Err(errors) => {
                 eprint!("{errors}");
                 ExitCode::from(2)

@@ -11,11 +11,18 @@ use zeroize::Zeroizing;
 
 use crate::address::Address;
 use crate::inbound::Backend;
-use crate::policy::decide_recipient;
+use crate::policy::{decide_recipient, Outcome};
+use crate::queue::store::new_id;
+use crate::queue::{
+    reply_line, unix_now, Meta, Queue, RcptState, Recipient as QRecipient, StoredPath, Verdict,
+    META_VERSION,
+};
 use crate::smtp::command::PathWithParams;
 use crate::smtp::{Reply, Secret, UpstreamFeatures};
 use crate::spool::Spool;
-use crate::transform::{self, AcceptedRecipient, Envelope, KeySource, Plan, Sealing, Settings};
+use crate::transform::{
+    self, AcceptedRecipient, Envelope, KeySource, Plan, ReadyCopy, Sealing, Settings,
+};
 use crate::upstream::{Connector, Phase, Ready, UpstreamError};
 
 /// What every session of a server shares: the policy, the sealing settings, the keys, and the
@@ -24,6 +31,9 @@ pub struct Pipeline {
     pub settings: Settings,
     pub keys: Arc<dyn KeySource>,
     pub memory: MemoryBudget,
+    /// Where copies go that fail after an earlier copy was accepted; `None`: such a failure
+    /// answers `451 4.3.0` (the client retries; duplicates possible).
+    pub queue: Option<Arc<Queue>>,
 }
 
 /// How long a message waits for sealing memory before it gets `451 4.3.1`.
@@ -284,48 +294,75 @@ impl RelayBackend {
         let mut done = 0;
         let mut last = Reply::new(250, "2.0.0", "OK");
         for i in 0..total {
-            let (s, a, p) = (sealing.clone(), accepted.clone(), self.pipeline.clone());
-            let sealed = tokio::task::spawn_blocking(move || {
-                s.seal(i, &a, &p.settings.seal, SystemTime::now())
-            })
-            .await;
-            let result = match sealed {
-                Ok(Ok(copy)) => {
-                    let rcpts: Vec<&PathWithParams> = copy
-                        .recipients
-                        .iter()
-                        .filter_map(|&r| paths.get(r))
-                        .collect();
-                    self.run_copy(mail, &rcpts, copy.content).await
-                }
-                Ok(Err(reply)) => Ok(reply),
-                Err(e) => {
-                    tracing::error!(session = %self.id, error = %e, "sealing task failed");
-                    Ok(Reply::new(
-                        451,
-                        "4.3.0",
-                        "Local error in processing, try again later",
-                    ))
+            let copy = match self.seal_one(&sealing, &accepted, i).await {
+                Ok(copy) => copy,
+                Err(reply) if done == 0 => return reply,
+                Err(reply) => {
+                    let failed = Failed::Sealing(reply);
+                    return self
+                        .queue_rest(mail, paths, &sealing, &accepted, i, failed, done)
+                        .await;
                 }
             };
-            let failure = match result {
-                Ok(r) if r.is_positive() => {
-                    done += 1;
-                    last = r;
-                    continue;
+            let rcpts: Vec<PathWithParams> = copy
+                .recipients
+                .iter()
+                .filter_map(|&r| paths.get(r).cloned())
+                .collect();
+            // The first copy: its failure is the client's reply (nothing was accepted yet).
+            if done == 0 || self.pipeline.queue.is_none() {
+                let refs: Vec<&PathWithParams> = rcpts.iter().collect();
+                let failure = match self.run_copy(mail, &refs, copy.content).await {
+                    Ok(r) if r.is_positive() => {
+                        done += 1;
+                        last = r;
+                        continue;
+                    }
+                    Ok(r) => r.with_enhanced_default(),
+                    Err(e) => self.lost(e),
+                };
+                if done == 0 {
+                    return failure;
                 }
-                Ok(r) => r.with_enhanced_default(),
-                Err(e) => self.lost(e),
-            };
-            if done == 0 {
-                return failure;
+                tracing::warn!(session = %self.id, accepted = done, total, reply = %failure, "a later copy failed after earlier ones were accepted and there is no queue");
+                return Reply::new(
+                    451,
+                    "4.3.0",
+                    "Delivery of part of the copies failed; retry (recipients already served may get a duplicate)",
+                );
             }
-            tracing::warn!(session = %self.id, accepted = done, total, reply = %failure, "a later copy failed after earlier ones were accepted");
-            return Reply::new(
-                451,
-                "4.3.0",
-                "Delivery of part of the copies failed; retry (recipients already served may get a duplicate)",
-            );
+            // A later copy: a verdict per recipient; whatever is not delivered is queued.
+            let mut content = Spool::from_bytes(copy.content);
+            let (verdicts, error) = match self.ready() {
+                Some(up) => crate::queue::deliver(up, mail, &rcpts, &mut content).await,
+                None => {
+                    let gone = Verdict::Temporary(Self::gone());
+                    (vec![gone; rcpts.len()], None)
+                }
+            };
+            if let Some(e) = error {
+                let _ = self.lost(e);
+            }
+            if verdicts.iter().all(|v| matches!(v, Verdict::Delivered(_))) {
+                done += 1;
+                continue;
+            }
+            let content = match content.into_bytes() {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::error!(session = %self.id, error = %e, "sealed copy unreadable");
+                    Vec::new()
+                }
+            };
+            let failed = Failed::Delivery {
+                recipients: copy.recipients,
+                encrypted: matches!(copy.seal, Outcome::Smime | Outcome::Openpgp),
+                content,
+                verdicts,
+            };
+            return self
+                .queue_rest(mail, paths, &sealing, &accepted, i, failed, done)
+                .await;
         }
         if total == 1 {
             last.with_enhanced_default()
@@ -333,6 +370,204 @@ impl RelayBackend {
             Reply::new(250, "2.0.0", format!("OK: {total} copies accepted"))
         }
     }
+
+    async fn seal_one(
+        &self,
+        sealing: &Arc<Sealing>,
+        accepted: &Arc<Vec<AcceptedRecipient>>,
+        i: usize,
+    ) -> Result<ReadyCopy, Reply> {
+        let (s, a, p) = (sealing.clone(), accepted.clone(), self.pipeline.clone());
+        let sealed =
+            tokio::task::spawn_blocking(move || s.seal(i, &a, &p.settings.seal, SystemTime::now()))
+                .await;
+        sealed.unwrap_or_else(|e| {
+            tracing::error!(session = %self.id, error = %e, "sealing task failed");
+            Err(Reply::new(
+                451,
+                "4.3.0",
+                "Local error in processing, try again later",
+            ))
+        })
+    }
+
+    /// Copy `from` failed after earlier copies were accepted: it and every copy not yet sent
+    /// are sealed and written to the queue, durably, before the client hears 250 (I4). If the
+    /// queue cannot take them, nothing of them remains and the client gets `452 4.3.1`.
+    #[allow(clippy::too_many_arguments)]
+    async fn queue_rest(
+        &mut self,
+        mail: &PathWithParams,
+        paths: &[PathWithParams],
+        sealing: &Arc<Sealing>,
+        accepted: &Arc<Vec<AcceptedRecipient>>,
+        from: usize,
+        failed: Failed,
+        done: usize,
+    ) -> Reply {
+        let Some(queue) = self.pipeline.queue.clone() else {
+            return Reply::new(451, "4.3.0", "Local error in processing, try again later");
+        };
+        let total = sealing.len();
+        let now = unix_now();
+        let initial = queue.config().retry_initial.as_secs();
+        let mut sender = StoredPath::from(mail);
+        sender.params.retain(|(k, _)| k != "SIZE");
+        let new_meta =
+            |recipients: Vec<QRecipient>, encrypted: bool, size: usize, reason: String| {
+                let tried = recipients.iter().any(|r| r.reply.is_some());
+                let pending = recipients.iter().any(|r| r.state == RcptState::Pending);
+                let last_reply = recipients.iter().find_map(|r| r.reply.clone());
+                Meta {
+                    version: META_VERSION,
+                    id: new_id(now),
+                    session: self.id.clone(),
+                    sender: sender.clone(),
+                    recipients,
+                    encrypted,
+                    created: now,
+                    attempts: u32::from(tried),
+                    next_attempt: if pending { now + initial } else { 0 },
+                    last_reply,
+                    reason,
+                    size: size as u64,
+                    bounce_requested: false,
+                }
+            };
+        let rcpt = |r: usize, state: RcptState, reply: Option<String>| QRecipient {
+            path: paths.get(r).map(StoredPath::from).unwrap_or(StoredPath {
+                address: String::new(),
+                params: Vec::new(),
+            }),
+            state,
+            reply,
+            reported: false,
+        };
+        let mut entries: Vec<(Meta, Vec<u8>)> = Vec::new();
+        let mut batch = queue.batch();
+        let mut summary = (0usize, 0usize); // recipients waiting, recipients failed for good
+        let reason = match &failed {
+            Failed::Delivery { verdicts, .. } => verdicts
+                .iter()
+                .find(|v| !matches!(v, Verdict::Delivered(_)))
+                .map(|v| format!("copy {} of {total}: {}", from + 1, reply_line(v.reply())))
+                .unwrap_or_default(),
+            Failed::Sealing(r) => {
+                format!("copy {} of {total} not sealed: {}", from + 1, reply_line(r))
+            }
+        };
+        match failed {
+            Failed::Delivery {
+                recipients,
+                encrypted,
+                content,
+                verdicts,
+            } => {
+                let rs = recipients
+                    .iter()
+                    .zip(&verdicts)
+                    .map(|(&r, v)| {
+                        let state = match v {
+                            Verdict::Delivered(_) => RcptState::Delivered,
+                            Verdict::Temporary(_) => RcptState::Pending,
+                            Verdict::Permanent(_) => RcptState::Failed,
+                        };
+                        rcpt(r, state, Some(reply_line(v.reply())))
+                    })
+                    .collect();
+                entries.push((
+                    new_meta(rs, encrypted, content.len(), reason.clone()),
+                    content,
+                ));
+            }
+            Failed::Sealing(reply) => {
+                // Nothing sealed to keep (and never the plaintext): returned to the sender.
+                let rs = sealing
+                    .recipients(from)
+                    .iter()
+                    .map(|&r| rcpt(r, RcptState::Failed, Some(reply_line(&reply))))
+                    .collect();
+                entries.push((new_meta(rs, true, 0, reason.clone()), Vec::new()));
+            }
+        }
+        let mut next = from + 1;
+        loop {
+            for (meta, content) in entries.drain(..) {
+                summary.0 += meta.pending().count();
+                summary.1 += meta
+                    .recipients
+                    .iter()
+                    .filter(|r| r.state == RcptState::Failed)
+                    .count();
+                let id = meta.id.clone();
+                if let Err(e) = batch.add(meta, content).await {
+                    tracing::error!(session = %self.id, entry = %id, queue = %queue.config().dir.display(), error = %e, "cannot write to the queue");
+                    batch.abort().await;
+                    return Self::no_room();
+                }
+            }
+            if next >= total {
+                break;
+            }
+            let j = next;
+            next += 1;
+            let why = format!("copy {} of {total} not sent: {reason}", j + 1);
+            match self.seal_one(sealing, accepted, j).await {
+                Ok(copy) => {
+                    let rs = copy
+                        .recipients
+                        .iter()
+                        .map(|&r| rcpt(r, RcptState::Pending, None))
+                        .collect();
+                    let encrypted = matches!(copy.seal, Outcome::Smime | Outcome::Openpgp);
+                    entries.push((
+                        new_meta(rs, encrypted, copy.content.len(), why),
+                        copy.content,
+                    ));
+                }
+                Err(reply) => {
+                    let rs = sealing
+                        .recipients(j)
+                        .iter()
+                        .map(|&r| rcpt(r, RcptState::Failed, Some(reply_line(&reply))))
+                        .collect();
+                    entries.push((new_meta(rs, true, 0, why), Vec::new()));
+                }
+            }
+        }
+        let queued = batch.len();
+        if let Err(e) = batch.commit().await {
+            tracing::error!(session = %self.id, queue = %queue.config().dir.display(), error = %e, "cannot commit to the queue");
+            return Self::no_room();
+        }
+        tracing::warn!(session = %self.id, accepted = done, total, queued, waiting = summary.0, failed = summary.1,
+            queue = %queue.config().dir.display(), reason = %reason, "later copies queued after earlier ones were accepted");
+        Reply::new(
+            250,
+            "2.0.0",
+            format!("OK: {done} of {total} copies accepted, {queued} queued for delivery"),
+        )
+    }
+
+    fn no_room() -> Reply {
+        Reply::new(
+            452,
+            "4.3.1",
+            "Insufficient system storage; retry (recipients already served may get a duplicate)",
+        )
+    }
+}
+
+/// How the copy that sent a message to the queue failed.
+enum Failed {
+    /// It could not be sealed: nothing to queue, its recipients are returned to the sender.
+    Sealing(Reply),
+    Delivery {
+        recipients: Vec<usize>,
+        encrypted: bool,
+        content: Vec<u8>,
+        verdicts: Vec<Verdict>,
+    },
 }
 
 fn plain_identity(decoded: Option<Zeroizing<Vec<u8>>>) -> AuthProgress {

@@ -14,6 +14,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::config::{Config, ListenTls};
 use crate::inbound::{self, ListenerRuntime};
+use crate::queue::Queue;
 use crate::relay::{MemoryBudget, Pipeline, RelayBackend};
 use crate::smtp::SessionConfig;
 use crate::tls;
@@ -33,6 +34,11 @@ pub enum ServeError {
     Upstream(#[from] crate::upstream::UpstreamError),
     #[error("key store {path}: {message}")]
     Store { path: String, message: String },
+    #[error("queue {path}: {source}")]
+    Queue {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 pub struct Server {
@@ -42,6 +48,9 @@ pub struct Server {
     max_connections: usize,
     max_connections_per_ip: usize,
     grace: std::time::Duration,
+    queue: Arc<Queue>,
+    /// Our name and the upstream's, for DSNs.
+    names: (String, String),
 }
 
 /// Connections per client address. A [`PeerSlot`] holds one and gives it back when dropped.
@@ -101,6 +110,10 @@ impl Server {
         config: &Config,
         keys: Arc<dyn KeySource>,
     ) -> Result<Server, ServeError> {
+        let queue = Queue::open(&config.queue).map_err(|source| ServeError::Queue {
+            path: config.queue.dir.display().to_string(),
+            source,
+        })?;
         let pipeline = Arc::new(Pipeline {
             settings: Settings {
                 policy: config.policy.clone(),
@@ -108,6 +121,7 @@ impl Server {
             },
             keys,
             memory: MemoryBudget::new(config.limits.max_sealing_memory),
+            queue: Some(queue.clone()),
         });
         let client = tls::client_config(config.upstream.ca_file.as_deref())?;
         let connector = Arc::new(Connector::new(
@@ -168,6 +182,8 @@ impl Server {
             max_connections: config.limits.max_connections,
             max_connections_per_ip: config.limits.max_connections_per_ip,
             grace: config.limits.shutdown_grace,
+            queue,
+            names: (config.hostname.clone(), config.upstream.host.clone()),
         })
     }
 
@@ -195,6 +211,12 @@ impl Server {
         let per_ip = Arc::new(PerIp::default());
         let max_per_ip = self.max_connections_per_ip;
         let (stop_tx, stop_rx) = watch::channel(false);
+        let queue_task = tokio::spawn(self.queue.clone().run(
+            self.connector.clone(),
+            self.names.0.clone(),
+            self.names.1.clone(),
+            stop_rx.clone(),
+        ));
         let mut accept_loops = JoinSet::new();
         for (listener, rt) in self.listeners {
             let limit = limit.clone();
@@ -251,6 +273,7 @@ impl Server {
         {
             tracing::warn!("grace period over; closing remaining sessions");
         }
+        let _ = queue_task.await;
     }
 }
 

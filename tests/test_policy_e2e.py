@@ -292,12 +292,18 @@ def test_upstream_refusing_one_recipient_at_rcpt(secure):
     assert [t.rcpt_addrs for t in r.up.messages] == [[b"bob@example.org"]]
 
 
-def test_failure_on_the_second_copy_is_451_never_250(secure):
+def test_failure_on_the_second_copy_is_queued_never_451(secure):
+    """Issue 10: the first copy was accepted, so the client gets 250 and the second copy (still
+    sealed) waits in the durable queue; tests/test_queue.py follows it to delivery or DSN."""
+    import json
     r = secure(upstream={"final_reply": [250, "451 4.3.0 disk full"]})
-    with pytest.raises(smtplib.SMTPDataError) as e:
-        send(r, "alice@example.org", ["bob@example.org", "peggy@example.org"], MSG)
-    assert e.value.smtp_code == 451 and b"4.3.0" in e.value.smtp_error
+    assert send(r, "alice@example.org", ["bob@example.org", "peggy@example.org"], MSG) == {}
     assert len(r.up.messages) == 2  # the second one was answered 451 by the upstream
+    listed = subprocess.run([SEALGATE_BIN, "queue", "list", "--json", "--config", str(r.sg.config_path)],
+                            capture_output=True, text=True, timeout=30)
+    [entry] = json.loads(listed.stdout)
+    assert [x["path"]["address"] for x in entry["recipients"]] == ["peggy@example.org"]
+    assert entry["encrypted"] is True and "451 4.3.0 disk full" in entry["last_reply"]
 
 
 def test_already_encrypted_input_passes_untouched(secure, pgp, smime_pki):

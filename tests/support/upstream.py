@@ -46,7 +46,9 @@ Script keys (all optional; see DEFAULTS):
   data_reply                 reply to DATA (354 ... or an error)
   final_reply                reply after the final dot; spec, "silent" (never answer, keep
                              reading) or "close" (close the socket); or a list consumed
-                             per message
+                             per message; or (in-process only) a callable taking the
+                             Transaction and returning a spec, e.g. to fail the Nth copy
+                             of a message with 4xx and accept its retry
   bdat_reply                 reply to each non-LAST BDAT chunk
   delays                     {"greeting"|"ehlo"|"starttls"|"mail"|"rcpt"|"data"|"final": seconds}
   data_end                   "strict" (only CRLF.CRLF ends data, default) or "lenient"
@@ -732,7 +734,11 @@ class Upstream:
 
     def _final(self, conn: _Conn, sess: Session, txn: Transaction) -> Optional[bool]:
         self._delay("final")
-        rep = self._next("final_reply", "_final_idx")
+        if callable(self.cfg["final_reply"]):
+            with self.lock:
+                rep = self.cfg["final_reply"](txn)
+        else:
+            rep = self._next("final_reply", "_final_idx")
         txn.final_reply = rep
         return self._reply(conn, rep)
 

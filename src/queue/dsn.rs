@@ -1,0 +1,286 @@
+//! Delivery status notifications (RFC 3464) for queued copies that failed for good, honouring
+//! the client's DSN parameters (RFC 3461): NOTIFY decides whether a recipient is reported,
+//! ORCPT becomes Original-Recipient, ENVID Original-Envelope-Id, RET what is returned.
+//!
+//! What is returned never contains plaintext of a copy that was to be encrypted: the queue holds
+//! only its sealed form, and a DSN of an encrypted copy carries its outer header section only
+//! (`text/rfc822-headers`), whatever RET says: the sealed body would be useless to the sender
+//! (it is encrypted to the recipients) and the outer header is what the upstream already saw.
+//! A plain copy is returned whole only with RET=FULL; otherwise, and by default, its header.
+
+use super::{xtext_decode, Meta, Recipient};
+
+/// Whether the sender asked to hear about this recipient's failure (RFC 3461 4.1: NOTIFY
+/// absent means FAILURE; NEVER means nothing at all).
+pub fn notify_failure(r: &Recipient) -> bool {
+    match r.path.param("NOTIFY") {
+        None => true,
+        Some(v) => v
+            .split(',')
+            .any(|w| w.trim().eq_ignore_ascii_case("FAILURE")),
+    }
+}
+
+/// The enhanced status code of a stored reply line (`550 5.1.1 ...` -> `5.1.1`), or the
+/// generic one of its class.
+fn status_of(reply: &str) -> String {
+    let mut words = reply.split_ascii_whitespace();
+    let code = words.next().unwrap_or("");
+    if let Some(s) = words.next() {
+        if let Some(e) = crate::smtp::EnhancedCode::parse(s) {
+            return e.to_string();
+        }
+    }
+    match code.as_bytes().first() {
+        Some(b'4') => "4.0.0".into(),
+        _ => "5.0.0".into(),
+    }
+}
+
+/// RFC 5322 date-time in UTC for seconds since the epoch.
+pub fn rfc5322_date(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    const WD: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MO: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    format!(
+        "{}, {d} {} {y:04} {:02}:{:02}:{:02} +0000",
+        WD[days.rem_euclid(7) as usize],
+        MO[(m - 1).clamp(0, 11) as usize],
+        rem / 3600,
+        (rem / 60) % 60,
+        rem % 60
+    )
+}
+
+/// The header section of a message (up to and including the empty line).
+fn header_section(content: &[u8]) -> &[u8] {
+    if let Some(i) = content.windows(4).position(|w| w == b"\r\n\r\n") {
+        return &content[..i + 2];
+    }
+    if let Some(i) = content.windows(2).position(|w| w == b"\n\n") {
+        return &content[..i + 1];
+    }
+    content
+}
+
+/// Keeps a value on one line and printable (addresses and replies come from outside).
+fn clean(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
+pub struct DsnContext<'a> {
+    /// Our name (Reporting-MTA, From: MAILER-DAEMON@...).
+    pub hostname: &'a str,
+    /// The upstream (Remote-MTA).
+    pub remote: &'a str,
+    pub now: u64,
+}
+
+/// The DSN for `failed` recipients of the queued copy `meta` (whose content is `content`).
+pub fn build(meta: &Meta, failed: &[&Recipient], content: &[u8], ctx: &DsnContext<'_>) -> Vec<u8> {
+    let boundary = format!("=_dsn_{}", meta.id);
+    let host = clean(ctx.hostname);
+    let mut out = String::new();
+    out.push_str(&format!(
+        "From: Mail Delivery System <MAILER-DAEMON@{host}>\r\n\
+         To: <{}>\r\n\
+         Subject: Undelivered Mail Returned to Sender\r\n\
+         Date: {}\r\n\
+         Message-ID: <{}.{}.dsn@{host}>\r\n\
+         Auto-Submitted: auto-replied\r\n\
+         MIME-Version: 1.0\r\n\
+         Content-Type: multipart/report; report-type=delivery-status;\r\n\
+         \tboundary=\"{boundary}\"\r\n\
+         \r\n\
+         This is a delivery status notification in MIME format.\r\n\
+         \r\n\
+         --{boundary}\r\n\
+         Content-Type: text/plain; charset=utf-8\r\n\
+         Content-Transfer-Encoding: 8bit\r\n\
+         \r\n\
+         This is sealgate at {host}.\r\n\
+         \r\n\
+         Your message could not be delivered to the recipients below.\r\n\
+         \r\n",
+        clean(&meta.sender.address),
+        rfc5322_date(ctx.now),
+        meta.id,
+        ctx.now,
+    ));
+    for r in failed {
+        out.push_str(&format!(
+            "<{}>: {}\r\n",
+            clean(&r.path.address),
+            clean(r.reply.as_deref().unwrap_or("failed"))
+        ));
+    }
+    out.push_str(&format!(
+        "\r\n--{boundary}\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; {host}\r\n"
+    ));
+    if let Some(envid) = meta.sender.param("ENVID") {
+        out.push_str(&format!(
+            "Original-Envelope-Id: {}\r\n",
+            clean(&xtext_decode(envid))
+        ));
+    }
+    out.push_str(&format!("Arrival-Date: {}\r\n", rfc5322_date(meta.created)));
+    for r in failed {
+        let reply = r.reply.as_deref().unwrap_or("550 5.0.0 failed");
+        out.push_str(&format!(
+            "\r\nFinal-Recipient: rfc822; {}\r\n",
+            clean(&r.path.address)
+        ));
+        if let Some(orcpt) = r.path.param("ORCPT") {
+            let decoded = xtext_decode(orcpt);
+            let (kind, addr) = decoded.split_once(';').unwrap_or(("rfc822", &decoded));
+            out.push_str(&format!(
+                "Original-Recipient: {}; {}\r\n",
+                clean(kind.trim()),
+                clean(addr.trim())
+            ));
+        }
+        out.push_str(&format!(
+            "Action: failed\r\nStatus: {}\r\nRemote-MTA: dns; {}\r\nDiagnostic-Code: smtp; {}\r\nLast-Attempt-Date: {}\r\n",
+            status_of(reply),
+            clean(ctx.remote),
+            clean(reply),
+            rfc5322_date(ctx.now)
+        ));
+    }
+    let mut bytes = out.into_bytes();
+    let full = meta
+        .sender
+        .param("RET")
+        .is_some_and(|v| v.eq_ignore_ascii_case("FULL"));
+    if !content.is_empty() {
+        let (kind, body) = if full && !meta.encrypted {
+            ("message/rfc822", content)
+        } else {
+            ("text/rfc822-headers", header_section(content))
+        };
+        bytes.extend_from_slice(
+            format!("\r\n--{boundary}\r\nContent-Type: {kind}\r\n\r\n").as_bytes(),
+        );
+        bytes.extend_from_slice(body);
+        if !body.ends_with(b"\r\n") {
+            bytes.extend_from_slice(b"\r\n");
+        }
+    } else {
+        bytes.extend_from_slice(b"\r\n");
+    }
+    bytes.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    bytes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queue::{RcptState, StoredPath, META_VERSION};
+
+    fn meta(ret: Option<&str>, encrypted: bool) -> Meta {
+        let mut params = vec![("ENVID".to_string(), Some("env+2B1".to_string()))];
+        if let Some(r) = ret {
+            params.push(("RET".into(), Some(r.into())));
+        }
+        Meta {
+            version: META_VERSION,
+            id: "abc".into(),
+            session: "s".into(),
+            sender: StoredPath {
+                address: "alice@example.org".into(),
+                params,
+            },
+            recipients: vec![Recipient {
+                path: StoredPath {
+                    address: "bob@example.net".into(),
+                    params: vec![
+                        ("NOTIFY".into(), Some("FAILURE,DELAY".into())),
+                        ("ORCPT".into(), Some("rfc822;Bob+2Bx@example.net".into())),
+                    ],
+                },
+                state: RcptState::Failed,
+                reply: Some("550 5.1.1 no such user".into()),
+                reported: false,
+            }],
+            encrypted,
+            created: 0,
+            attempts: 1,
+            next_attempt: 0,
+            last_reply: None,
+            reason: String::new(),
+            size: 0,
+            bounce_requested: false,
+        }
+    }
+
+    const CONTENT: &[u8] = b"Subject: hi\r\nFrom: alice@example.org\r\n\r\nsecret body\r\n";
+
+    #[test]
+    fn report_fields_follow_the_envelope() {
+        let m = meta(Some("FULL"), false);
+        let failed: Vec<&Recipient> = m.recipients.iter().collect();
+        let ctx = DsnContext {
+            hostname: "gw.test",
+            remote: "mx.test",
+            now: 86_400 * 365,
+        };
+        let dsn = String::from_utf8(build(&m, &failed, CONTENT, &ctx)).unwrap();
+        for needle in [
+            "Original-Envelope-Id: env+1\r\n",
+            "Final-Recipient: rfc822; bob@example.net\r\n",
+            "Original-Recipient: rfc822; Bob+x@example.net\r\n",
+            "Action: failed\r\nStatus: 5.1.1\r\n",
+            "Diagnostic-Code: smtp; 550 5.1.1 no such user\r\n",
+            "Content-Type: message/rfc822\r\n",
+            "secret body",
+            "Date: Fri, 1 Jan 1971 00:00:00 +0000\r\n",
+        ] {
+            assert!(dsn.contains(needle), "{needle:?} missing in\n{dsn}");
+        }
+    }
+
+    #[test]
+    fn encrypted_copies_and_ret_hdrs_return_headers_only() {
+        let ctx = DsnContext {
+            hostname: "gw.test",
+            remote: "mx.test",
+            now: 0,
+        };
+        for m in [
+            meta(Some("FULL"), true),
+            meta(Some("HDRS"), false),
+            meta(None, false),
+        ] {
+            let failed: Vec<&Recipient> = m.recipients.iter().collect();
+            let dsn = String::from_utf8(build(&m, &failed, CONTENT, &ctx)).unwrap();
+            assert!(dsn.contains("Content-Type: text/rfc822-headers\r\n\r\nSubject: hi\r\n"));
+            assert!(!dsn.contains("secret body"), "{dsn}");
+        }
+    }
+
+    #[test]
+    fn notify_decides() {
+        let mut r = meta(None, false).recipients.remove(0);
+        assert!(notify_failure(&r));
+        r.path.params = vec![("NOTIFY".into(), Some("NEVER".into()))];
+        assert!(!notify_failure(&r));
+        r.path.params = vec![("NOTIFY".into(), Some("SUCCESS,DELAY".into()))];
+        assert!(!notify_failure(&r));
+        r.path.params.clear();
+        assert!(notify_failure(&r));
+    }
+}

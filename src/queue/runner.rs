@@ -1,0 +1,442 @@
+//! The queue at run time: taking copies in (from the relay, durably, before the client's 250)
+//! and the delivery task `serve` starts: rescans the directory every `scan_interval` (or when
+//! woken by the relay), delivers what is due over its own verified-TLS upstream sessions with
+//! bounded concurrency, retries with exponential back-off, and sends DSNs.
+
+use std::collections::HashSet;
+use std::io;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{watch, Notify, Semaphore};
+use tokio::task::JoinSet;
+
+use super::dsn::{self, DsnContext};
+use super::store::{Claim, QueueDir};
+use super::{backoff, deliver, reply_line, unix_now, Counters, Meta, RcptState, Verdict};
+use crate::config::QueueConfig;
+use crate::smtp::command::PathWithParams;
+use crate::spool::Spool;
+use crate::upstream::Connector;
+
+pub struct Queue {
+    dir: Arc<QueueDir>,
+    cfg: QueueConfig,
+    wake: Notify,
+    /// Entries being worked on by this process (the `flock` claim covers other processes).
+    in_flight: Mutex<HashSet<String>>,
+    pub counters: Counters,
+    _lock: std::fs::File,
+}
+
+/// Copies being queued for one message: written one by one, committed together (one directory
+/// fsync) or removed together.
+pub struct Batch {
+    queue: Arc<Queue>,
+    ids: Vec<String>,
+}
+
+impl Batch {
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// Writes one entry (content and metadata fsync'd; not yet durable as a directory entry).
+    pub async fn add(&mut self, meta: Meta, content: Vec<u8>) -> io::Result<()> {
+        let dir = self.queue.dir.clone();
+        let id = meta.id.clone();
+        blocking(move || dir.write_entry(&meta, &content)).await?;
+        self.ids.push(id);
+        Ok(())
+    }
+
+    /// Makes the whole batch durable. On failure every entry of the batch is removed.
+    pub async fn commit(self) -> io::Result<usize> {
+        let dir = self.queue.dir.clone();
+        let n = self.ids.len();
+        match blocking(move || dir.sync_dir()).await {
+            Ok(()) => {
+                Counters::add(&self.queue.counters.queued, n as u64);
+                self.queue.wake.notify_one();
+                Ok(n)
+            }
+            Err(e) => {
+                self.abort().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Removes every entry written so far.
+    pub async fn abort(self) {
+        let dir = self.queue.dir.clone();
+        let ids = self.ids;
+        let _ = blocking(move || {
+            for id in &ids {
+                dir.discard(id);
+            }
+            dir.sync_dir()
+        })
+        .await;
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> io::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(io::Error::other)?
+}
+
+impl Queue {
+    /// Opens (creating) the directory, takes the server's lock on it and removes what a crash
+    /// left uncommitted. Blocking: call it at start.
+    pub fn open(cfg: &QueueConfig) -> io::Result<Arc<Queue>> {
+        let dir = QueueDir::open(&cfg.dir)?;
+        let lock = dir.lock_exclusive()?;
+        dir.recover()?;
+        Ok(Arc::new(Queue {
+            dir: Arc::new(dir),
+            cfg: cfg.clone(),
+            wake: Notify::new(),
+            in_flight: Mutex::new(HashSet::new()),
+            counters: Counters::default(),
+            _lock: lock,
+        }))
+    }
+
+    pub fn dir(&self) -> &QueueDir {
+        &self.dir
+    }
+
+    pub fn config(&self) -> &QueueConfig {
+        &self.cfg
+    }
+
+    pub fn batch(self: &Arc<Self>) -> Batch {
+        Batch {
+            queue: self.clone(),
+            ids: Vec::new(),
+        }
+    }
+
+    fn log_counters(&self) {
+        let c = self.counters.snapshot();
+        tracing::info!(
+            queued = c[0].1,
+            retried = c[1].1,
+            delivered = c[2].1,
+            bounced = c[3].1,
+            expired = c[4].1,
+            "queue counters"
+        );
+    }
+
+    /// Delivers from the queue until `stop` changes. `hostname` is ours (DSN sender),
+    /// `remote` the upstream's (Remote-MTA in DSNs).
+    pub async fn run(
+        self: Arc<Self>,
+        connector: Arc<Connector>,
+        hostname: String,
+        remote: String,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let permits = Arc::new(Semaphore::new(self.cfg.concurrency.max(1)));
+        let mut tasks = JoinSet::new();
+        let names = Arc::new((hostname, remote));
+        loop {
+            let dir = self.dir.clone();
+            match blocking(move || dir.scan()).await {
+                Ok(scan) => {
+                    let now = unix_now();
+                    for meta in scan.entries {
+                        if !meta.due(now) {
+                            continue;
+                        }
+                        {
+                            let mut busy = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+                            if busy.contains(&meta.id) {
+                                continue;
+                            }
+                            let Ok(permit) = permits.clone().try_acquire_owned() else {
+                                break;
+                            };
+                            busy.insert(meta.id.clone());
+                            let (queue, connector, names) =
+                                (self.clone(), connector.clone(), names.clone());
+                            tasks.spawn(async move {
+                                let id = meta.id;
+                                if let Err(e) = queue.attempt(&id, &connector, &names).await {
+                                    tracing::warn!(entry = %id, error = %e, "queue attempt failed");
+                                }
+                                queue
+                                    .in_flight
+                                    .lock()
+                                    .unwrap_or_else(|e| e.into_inner())
+                                    .remove(&id);
+                                drop(permit);
+                            });
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(queue = %self.cfg.dir.display(), error = %e, "cannot scan the queue")
+                }
+            }
+            while tasks.try_join_next().is_some() {}
+            tokio::select! {
+                _ = stop.changed() => break,
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(self.cfg.scan_interval) => {}
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            }
+        }
+        // Attempts in flight are abandoned like in a crash: their entries stay, and a copy
+        // the upstream accepted but that was not yet marked may be sent again (at-least-once).
+        tasks.shutdown().await;
+    }
+
+    /// Works on one entry: expiry or bounce request, one delivery attempt, the DSN owed.
+    async fn attempt(
+        &self,
+        id: &str,
+        connector: &Connector,
+        names: &(String, String),
+    ) -> io::Result<()> {
+        let dir = self.dir.clone();
+        let owned = id.to_string();
+        let claimed = blocking(move || -> io::Result<Option<(Claim, Meta, Vec<u8>)>> {
+            let Some(claim) = dir.claim(&owned)? else {
+                return Ok(None);
+            };
+            let Some(meta) = dir.read_meta(&owned)? else {
+                return Ok(None);
+            };
+            let content = dir.read_content(&owned)?;
+            Ok(Some((claim, meta, content)))
+        })
+        .await?;
+        let Some((claim, mut meta, content)) = claimed else {
+            return Ok(());
+        };
+        let now = unix_now();
+        if !meta.due(now) {
+            return Ok(());
+        }
+        let pending = |m: &Meta| m.pending().next().is_some();
+        if meta.bounce_requested {
+            meta.bounce_requested = false;
+            fail_pending(
+                &mut meta,
+                "550 5.0.0 Returned to the sender by the administrator",
+            );
+        } else if pending(&meta) && now.saturating_sub(meta.created) >= self.cfg.max_age.as_secs() {
+            let last = meta.last_reply.clone().unwrap_or_default();
+            let n = fail_pending(
+                &mut meta,
+                &format!("451 4.4.7 Delivery time expired; last reply: {last}"),
+            );
+            Counters::add(&self.counters.expired, n);
+            tracing::warn!(entry = %id, session = %meta.session, recipients = n, "queued copy expired");
+        }
+        if pending(&meta) && meta.next_attempt <= now {
+            self.try_delivery(&mut meta, connector, content.clone())
+                .await;
+        }
+        let mut dsn_failed = false;
+        if meta.unreported().next().is_some() {
+            dsn_failed = !self.send_dsn(&mut meta, &content, connector, names).await;
+        }
+        if (pending(&meta) && meta.next_attempt <= now) || dsn_failed {
+            meta.next_attempt =
+                now + backoff(meta.attempts, self.cfg.retry_initial, self.cfg.retry_max).as_secs();
+        }
+        let dir = self.dir.clone();
+        let finished = meta.finished();
+        let entry = id.to_string();
+        blocking(move || {
+            if finished {
+                dir.remove(&entry)
+            } else {
+                dir.write_meta(&meta)?;
+                dir.sync_dir()
+            }
+        })
+        .await?;
+        if finished {
+            tracing::info!(entry = %id, "queue entry done");
+        }
+        drop(claim);
+        self.log_counters();
+        Ok(())
+    }
+
+    async fn try_delivery(&self, meta: &mut Meta, connector: &Connector, content: Vec<u8>) {
+        meta.attempts = meta.attempts.saturating_add(1);
+        Counters::add(&self.counters.retried, 1);
+        let idx: Vec<usize> = (0..meta.recipients.len())
+            .filter(|&i| meta.recipients[i].state == RcptState::Pending)
+            .collect();
+        let rcpts: Vec<PathWithParams> = idx
+            .iter()
+            .map(|&i| meta.recipients[i].path.to_path())
+            .collect();
+        let mut up = match connector.connect().await {
+            Ok(up) => up,
+            Err(e) => {
+                let line = format!("{} ({e})", reply_line(&e.client_reply()));
+                tracing::info!(entry = %meta.id, attempt = meta.attempts, error = %e, "queued copy: upstream unavailable");
+                for &i in &idx {
+                    meta.recipients[i].reply = Some(line.clone());
+                }
+                meta.last_reply = Some(line);
+                return;
+            }
+        };
+        let (verdicts, error) = deliver(
+            &mut up,
+            &meta.sender.to_path(),
+            &rcpts,
+            &mut Spool::from_bytes(content),
+        )
+        .await;
+        if error.is_none() {
+            up.quit().await;
+        }
+        let (mut delivered, mut failed) = (0u64, 0u64);
+        for (&i, v) in idx.iter().zip(&verdicts) {
+            let r = &mut meta.recipients[i];
+            r.reply = Some(reply_line(v.reply()));
+            match v {
+                Verdict::Delivered(_) => {
+                    r.state = RcptState::Delivered;
+                    delivered += 1;
+                }
+                Verdict::Permanent(_) => {
+                    r.state = RcptState::Failed;
+                    failed += 1;
+                }
+                Verdict::Temporary(_) => {}
+            }
+            meta.last_reply = r.reply.clone();
+        }
+        Counters::add(&self.counters.delivered, delivered);
+        tracing::info!(entry = %meta.id, session = %meta.session, attempt = meta.attempts, delivered, failed,
+            waiting = idx.len() as u64 - delivered - failed, last_reply = meta.last_reply.as_deref().unwrap_or(""),
+            error = error.as_ref().map(ToString::to_string).unwrap_or_default(), "queue delivery attempt");
+    }
+
+    /// Sends the DSN owed for failed recipients; false when it must be tried again later.
+    async fn send_dsn(
+        &self,
+        meta: &mut Meta,
+        content: &[u8],
+        connector: &Connector,
+        names: &(String, String),
+    ) -> bool {
+        let idx: Vec<usize> = (0..meta.recipients.len())
+            .filter(|&i| {
+                let r = &meta.recipients[i];
+                r.state == RcptState::Failed && !r.reported
+            })
+            .collect();
+        let null_sender = meta.sender.address.is_empty();
+        let (wanted, quiet): (Vec<usize>, Vec<usize>) = idx
+            .into_iter()
+            .partition(|&i| !null_sender && dsn::notify_failure(&meta.recipients[i]));
+        for &i in &quiet {
+            meta.recipients[i].reported = true;
+            tracing::info!(entry = %meta.id, recipient = %meta.recipients[i].path.address,
+                null_sender, "failed for good; no DSN (null sender or NOTIFY)");
+        }
+        if wanted.is_empty() {
+            return true;
+        }
+        let now = unix_now();
+        let failed: Vec<&super::Recipient> = wanted.iter().map(|&i| &meta.recipients[i]).collect();
+        let report = dsn::build(
+            meta,
+            &failed,
+            content,
+            &DsnContext {
+                hostname: &names.0,
+                remote: &names.1,
+                now,
+            },
+        );
+        let mut mail = PathWithParams {
+            address: String::new(),
+            params: Vec::new(),
+        };
+        if report.iter().any(|&b| b >= 0x80) {
+            mail.params.push(("BODY".into(), Some("8BITMIME".into())));
+        }
+        let to = PathWithParams {
+            address: meta.sender.address.clone(),
+            params: Vec::new(),
+        };
+        let outcome = match connector.connect().await {
+            Ok(mut up) => {
+                let (v, error) = deliver(
+                    &mut up,
+                    &mail,
+                    std::slice::from_ref(&to),
+                    &mut Spool::from_bytes(report),
+                )
+                .await;
+                if error.is_none() {
+                    up.quit().await;
+                }
+                v.into_iter().next()
+            }
+            Err(e) => Some(Verdict::Temporary(e.client_reply())),
+        };
+        let done = match &outcome {
+            Some(Verdict::Delivered(_)) => {
+                Counters::add(&self.counters.bounced, wanted.len() as u64);
+                tracing::info!(entry = %meta.id, session = %meta.session, sender = %meta.sender.address, recipients = wanted.len(), "DSN sent");
+                true
+            }
+            Some(Verdict::Permanent(r)) => {
+                tracing::error!(entry = %meta.id, sender = %meta.sender.address, reply = %r, "DSN refused for good; dropped");
+                true
+            }
+            // Give up on a DSN that could not go out for twice the queue lifetime.
+            _ if now.saturating_sub(meta.created) > 2 * self.cfg.max_age.as_secs() => {
+                tracing::error!(entry = %meta.id, sender = %meta.sender.address, reply = ?r_of(&outcome), "DSN undeliverable for too long; dropped");
+                true
+            }
+            _ => {
+                tracing::warn!(entry = %meta.id, reply = ?r_of(&outcome), "DSN not sent; will retry");
+                false
+            }
+        };
+        if done {
+            for &i in &wanted {
+                meta.recipients[i].reported = true;
+            }
+        }
+        done
+    }
+}
+
+fn r_of(v: &Option<Verdict>) -> Option<String> {
+    v.as_ref().map(|v| reply_line(v.reply()))
+}
+
+/// Marks every pending recipient failed with `reply`; returns how many.
+fn fail_pending(meta: &mut Meta, reply: &str) -> u64 {
+    let mut n = 0;
+    for r in &mut meta.recipients {
+        if r.state == RcptState::Pending {
+            r.state = RcptState::Failed;
+            r.reply = Some(reply.to_string());
+            n += 1;
+        }
+    }
+    n
+}
