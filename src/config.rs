@@ -832,6 +832,35 @@ mod tests {
         assert_eq!(cfg.limits.max_command_line, 512);
     }
 
+    #[test]
+    fn queue_defaults_beside_the_store_and_checks_its_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("ca.pem"), test_ca_pem()).unwrap();
+        let base = "[store]\npath = \"data/store\"\n[[listen]]\naddress = \"127.0.0.1:2525\"\ntls = \"none\"\n[upstream]\naddress = \"mx.example.net:25\"\ntls = \"starttls\"\nca_file = \"ca.pem\"\n";
+        let cfg = Config::parse(base, dir.path()).unwrap();
+        assert_eq!(cfg.queue.dir, dir.path().join("data/queue"));
+        assert_eq!(cfg.queue.retry_initial, Duration::from_secs(300));
+        assert_eq!(cfg.queue.max_age, Duration::from_secs(5 * 86_400));
+        assert_eq!(cfg.queue.concurrency, 4);
+        let path = dir.path().join("s.toml");
+        std::fs::write(&path, base).unwrap();
+        assert_eq!(
+            queue_dir_from(&path).unwrap(),
+            dir.path().join("data/queue")
+        );
+        let custom = format!("{base}[queue]\ndir = \"/var/q\"\nretry_initial = 60\nretry_max = 30\nconcurrency = 0\nbogus = 1\n");
+        let errs = errors(&custom).join("\n");
+        assert!(errs.contains("bogus"), "{errs}");
+        let custom = custom.replace("bogus = 1\n", "");
+        let errs = errors(&custom).join("\n");
+        assert!(
+            errs.contains("queue.retry_max") && errs.contains("queue.concurrency"),
+            "{errs}"
+        );
+        std::fs::write(&path, custom).unwrap();
+        assert_eq!(queue_dir_from(&path).unwrap(), PathBuf::from("/var/q"));
+    }
+
     fn test_ca_pem() -> String {
         let key = rcgen::KeyPair::generate().unwrap();
         let mut params = rcgen::CertificateParams::new(vec![]).unwrap();

@@ -416,7 +416,9 @@ impl RelayBackend {
         let new_meta =
             |recipients: Vec<QRecipient>, encrypted: bool, size: usize, reason: String| {
                 let tried = recipients.iter().any(|r| r.reply.is_some());
-                let pending = recipients.iter().any(|r| r.state == RcptState::Pending);
+                // Due at once when a DSN is owed (RFC 3464: a permanent failure is reported now).
+                let wait = recipients.iter().any(|r| r.state == RcptState::Pending)
+                    && !recipients.iter().any(|r| r.state == RcptState::Failed);
                 let last_reply = recipients.iter().find_map(|r| r.reply.clone());
                 Meta {
                     version: META_VERSION,
@@ -427,7 +429,7 @@ impl RelayBackend {
                     encrypted,
                     created: now,
                     attempts: u32::from(tried),
-                    next_attempt: if pending { now + initial } else { 0 },
+                    next_attempt: if wait { now + initial } else { 0 },
                     last_reply,
                     reason,
                     size: size as u64,

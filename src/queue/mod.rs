@@ -132,11 +132,10 @@ impl Meta {
         self.pending().next().is_none() && self.unreported().next().is_none()
     }
 
-    /// Work to do now.
+    /// Work to do now: a delivery or a DSN whose time has come, or a bounce request. A DSN
+    /// that could not go out waits like a delivery (no hot loop while the upstream is down).
     pub fn due(&self, now: u64) -> bool {
-        self.bounce_requested
-            || self.unreported().next().is_some()
-            || (self.pending().next().is_some() && self.next_attempt <= now)
+        self.bounce_requested || (!self.finished() && self.next_attempt <= now)
     }
 }
 

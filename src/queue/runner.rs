@@ -3,9 +3,10 @@
 //! woken by the relay), delivers what is due over its own verified-TLS upstream sessions with
 //! bounded concurrency, retries with exponential back-off, and sends DSNs.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use tokio::sync::{watch, Notify, Semaphore};
 use tokio::task::JoinSet;
@@ -24,6 +25,10 @@ pub struct Queue {
     wake: Notify,
     /// Entries being worked on by this process (the `flock` claim covers other processes).
     in_flight: Mutex<HashSet<String>>,
+    /// Entries not to be tried again before this instant, whatever their metadata says: an
+    /// entry whose state cannot be written (disk full) would otherwise be delivered again at
+    /// every scan.
+    cooldown: Mutex<HashMap<String, Instant>>,
     pub counters: Counters,
     _lock: std::fs::File,
 }
@@ -104,6 +109,7 @@ impl Queue {
             cfg: cfg.clone(),
             wake: Notify::new(),
             in_flight: Mutex::new(HashSet::new()),
+            cooldown: Mutex::new(HashMap::new()),
             counters: Counters::default(),
             _lock: lock,
         }))
@@ -153,8 +159,19 @@ impl Queue {
             match blocking(move || dir.scan()).await {
                 Ok(scan) => {
                     let now = unix_now();
+                    let instant = Instant::now();
+                    self.cooldown
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .retain(|_, until| *until > instant);
                     for meta in scan.entries {
-                        if !meta.due(now) {
+                        if !meta.due(now)
+                            || self
+                                .cooldown
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .contains_key(&meta.id)
+                        {
                             continue;
                         }
                         {
@@ -170,9 +187,18 @@ impl Queue {
                                 (self.clone(), connector.clone(), names.clone());
                             tasks.spawn(async move {
                                 let id = meta.id;
-                                if let Err(e) = queue.attempt(&id, &connector, &names).await {
-                                    tracing::warn!(entry = %id, error = %e, "queue attempt failed");
-                                }
+                                let pause = match queue.attempt(&id, &connector, &names).await {
+                                    Ok(()) => queue.cfg.scan_interval,
+                                    Err(e) => {
+                                        tracing::warn!(entry = %id, error = %e, "queue attempt failed");
+                                        queue.cfg.retry_initial
+                                    }
+                                };
+                                queue
+                                    .cooldown
+                                    .lock()
+                                    .unwrap_or_else(|e| e.into_inner())
+                                    .insert(id.clone(), Instant::now() + pause);
                                 queue
                                     .in_flight
                                     .lock()
