@@ -120,6 +120,27 @@ def test_second_copy_4xx_is_queued_then_delivered_once(queued):
     assert "later copies queued" in r.sg.stderr_text()
 
 
+def test_fast_path_never_touches_the_queue(queued):
+    r = queued()
+    before = sorted(p.name for p in r.queue_dir.iterdir())
+    code, text = send(r.port, r.pki["ca"], ["bob@example.org", "nokey@example.org"], msg())
+    assert (code, text) == (250, b"2.0.0 OK: 2 copies accepted")
+    assert sorted(p.name for p in r.queue_dir.iterdir()) == before == [".lock"]
+
+
+def test_expired_copy_is_returned_with_4_4_7(queued):
+    r = queued(upstream={"final_reply": fail_nokey("451 4.2.2 mailbox full")}, queue={"max_age": 3})
+    code, _ = send(r.port, r.pki["ca"], ["bob@example.org", "nokey@example.org"], msg())
+    assert code == 250
+    assert r.up.wait_for(lambda: len(dsns(r.up)) == 1, timeout=20)
+    _, _, _, [rc] = parse_dsn(dsns(r.up)[0])
+    assert rc["Status"] == "4.4.7" and rc["Action"] == "failed"
+    assert "451 4.2.2 mailbox full" in rc["Diagnostic-Code"]
+    tries = [t for t in r.up.messages if t.rcpt_addrs == [b"nokey@example.org"]]
+    assert len(tries) >= 2, "retried before it expired"
+    assert r.up.wait_for(lambda: entries(r) == [], timeout=10)
+
+
 def test_encrypted_copy_is_queued_sealed_never_plaintext(queued):
     # nokey first (plain copy 1 accepted), bob's S/MIME copy fails and waits in the queue.
     r = queued(upstream={"final_reply": ["250", "451 4.3.0 try later"]}, queue={"retry_initial": 300, "retry_max": 600})

@@ -241,6 +241,10 @@ impl QueueDir {
             ));
         }
         if !self.msg(id).is_file() {
+            // Deleted (metadata first, then content) between our two reads: gone, not corrupt.
+            if !path.exists() {
+                return Ok(None);
+            }
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 "content file missing",
