@@ -272,6 +272,16 @@ def test_queue_cli_works_with_the_server_stopped(queued):
     assert send(r.port, r.pki["ca"], ["bob@example.org", "nokey@example.org"], msg())[0] == 250
     r.sg.stop()
     [e] = entries(r)
+    if os.geteuid() == 0:
+        # root on a queue that belongs to the service user: refused (files root wrote there
+        # could not be read by the server); list still works.
+        os.chown(r.queue_dir, 65534, 65534)
+        try:
+            p = queue_cli(r, "retry", "--all", check=False)
+            assert p.returncode == 1 and "sudo -u" in p.stderr, p.stderr
+            assert len(entries(r)) == 1
+        finally:
+            os.chown(r.queue_dir, 0, 0)
     queue_cli(r, "retry", "--all")
     assert entries(r)[0]["next_attempt"] == 0
     r.up.cfg["final_reply"] = "250"

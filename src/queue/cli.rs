@@ -58,11 +58,27 @@ pub fn run(command: QueueCommand, dir: &Path) -> ExitCode {
         }
         Err(e) => return fail(&e.to_string()),
     };
-    match command {
-        QueueCommand::List { json } => match queue.scan() {
-            Ok(scan) => list(&scan.entries, json),
+    if let QueueCommand::List { json } = command {
+        return match queue.scan_readonly() {
+            Ok(scan) => {
+                for (id, why) in &scan.corrupt {
+                    eprintln!("sealgate: {id}: corrupt ({why}); the server moves it into corrupt/");
+                }
+                list(&scan.entries, json)
+            }
             Err(e) => fail(&e.to_string()),
-        },
+        };
+    }
+    // Files written by another user (root on the service's queue) could not be read by the
+    // server: every other command runs as the directory's owner.
+    let writes = !matches!(command, QueueCommand::Show { .. });
+    if writes {
+        if let Err(e) = same_owner(dir) {
+            return fail(&e);
+        }
+    }
+    match command {
+        QueueCommand::List { .. } => ExitCode::SUCCESS,
         QueueCommand::Show { id } => {
             if !valid_id(&id) {
                 return fail(&format!("{id:?}: not a queue id"));
@@ -80,7 +96,7 @@ pub fn run(command: QueueCommand, dir: &Path) -> ExitCode {
             }
         }
         QueueCommand::Retry { id: None, .. } => {
-            let scan = match queue.scan() {
+            let scan = match queue.scan_readonly() {
                 Ok(s) => s,
                 Err(e) => return fail(&e.to_string()),
             };
@@ -113,6 +129,26 @@ pub fn run(command: QueueCommand, dir: &Path) -> ExitCode {
             done(result, &id, "removed")
         }
     }
+}
+
+fn same_owner(dir: &Path) -> Result<(), String> {
+    use crate::store::owner::{effective_uid, user_name};
+    use std::os::unix::fs::MetadataExt;
+    let owner = std::fs::metadata(dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?
+        .uid();
+    let me = effective_uid();
+    if owner == me {
+        return Ok(());
+    }
+    Err(format!(
+        "the queue {} belongs to {}, not to {} who runs this: files written here could not be \
+         read by the server. Run it as the queue's owner, e.g. `sudo -u {} sealgate queue ...`",
+        dir.display(),
+        user_name(owner),
+        user_name(me),
+        user_name(owner)
+    ))
 }
 
 fn fail(message: &str) -> ExitCode {

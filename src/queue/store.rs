@@ -259,8 +259,19 @@ impl QueueDir {
     }
 
     /// Every committed entry, oldest first; unreadable ones are moved into `corrupt/` with a
-    /// log line.
+    /// log line. An entry that cannot be opened (permissions) is skipped with a log line: one
+    /// bad file never stops the queue.
     pub fn scan(&self) -> io::Result<Scan> {
+        self.scan_with(true)
+    }
+
+    /// Like [`QueueDir::scan`] but changes nothing: corrupt entries are only reported (the
+    /// CLI's `list`, which may run as another user than the server).
+    pub fn scan_readonly(&self) -> io::Result<Scan> {
+        self.scan_with(false)
+    }
+
+    fn scan_with(&self, move_corrupt: bool) -> io::Result<Scan> {
         let mut ids = Vec::new();
         for dirent in fs::read_dir(&self.dir)? {
             let name = dirent?.file_name();
@@ -284,11 +295,15 @@ impl QueueDir {
                 Ok(None) => {}
                 Err(e) if e.kind() == io::ErrorKind::InvalidData => {
                     let why = e.to_string();
-                    tracing::error!(queue = %self.dir.display(), entry = %id, error = %why, "corrupt queue entry moved aside into corrupt/");
-                    self.move_aside(&id)?;
+                    if move_corrupt {
+                        tracing::error!(queue = %self.dir.display(), entry = %id, error = %why, "corrupt queue entry moved aside into corrupt/");
+                        self.move_aside(&id)?;
+                    }
                     scan.corrupt.push((id, why));
                 }
-                Err(e) => return Err(e),
+                Err(e) => {
+                    tracing::error!(queue = %self.dir.display(), entry = %id, error = %e, "queue entry unreadable; skipped");
+                }
             }
         }
         Ok(scan)
