@@ -139,6 +139,9 @@ pub struct QueueConfig {
     pub concurrency: usize,
     /// How often the directory is rescanned (entries due, `sealgate queue retry`/`bounce`).
     pub scan_interval: Duration,
+    /// A recipient that asked for NOTIFY=DELAY gets one "delayed" DSN once its copy has
+    /// waited this long.
+    pub delay_warning: Duration,
 }
 
 /// The queue directory when `[queue] dir` is not set: `queue` beside the key store.
@@ -259,6 +262,7 @@ struct RawQueue {
     max_age: Option<u64>,
     concurrency: Option<u64>,
     scan_interval: Option<u64>,
+    delay_warning: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -671,6 +675,11 @@ impl Config {
             max_age: Duration::from_secs(positive("max_age", q.max_age, 5 * 86_400)),
             concurrency: positive("concurrency", q.concurrency, 4) as usize,
             scan_interval: Duration::from_secs(positive("scan_interval", q.scan_interval, 5)),
+            delay_warning: Duration::from_secs(positive(
+                "delay_warning",
+                q.delay_warning,
+                4 * 3600,
+            )),
         };
         if queue.retry_max < queue.retry_initial {
             c.push("queue.retry_max", "must be at least retry_initial");

@@ -444,6 +444,7 @@ impl RelayBackend {
             state,
             reply,
             reported: false,
+            delay_reported: false,
         };
         let mut entries: Vec<(Meta, Vec<u8>)> = Vec::new();
         let mut batch = queue.batch();

@@ -141,6 +141,23 @@ def test_expired_copy_is_returned_with_4_4_7(queued):
     assert r.up.wait_for(lambda: entries(r) == [], timeout=10)
 
 
+def test_notify_delay_gets_one_delayed_dsn_then_the_failure(queued):
+    r = queued(upstream={"final_reply": fail_nokey("451 4.2.2 mailbox full")},
+               queue={"max_age": 4, "delay_warning": 1})
+    code, _ = send(r.port, r.pki["ca"], ["bob@example.org", "nokey@example.org"], msg(),
+                   rcpt_opts={"nokey@example.org": ["NOTIFY=DELAY,FAILURE"]})
+    assert code == 250
+    assert r.up.wait_for(lambda: len(dsns(r.up)) == 2, timeout=20), dsns(r.up)
+    delayed, failed = (parse_dsn(t) for t in dsns(r.up))
+    assert delayed[0]["Subject"].startswith("Delayed Mail")
+    [d] = delayed[3]
+    assert d["Action"] == "delayed" and d["Status"] == "4.2.2" and d["Will-Retry-Until"]
+    [f] = failed[3]
+    assert f["Action"] == "failed" and f["Status"] == "4.4.7"
+    assert r.up.wait_for(lambda: entries(r) == [], timeout=10)
+    assert len(dsns(r.up)) == 2
+
+
 def test_encrypted_copy_is_queued_sealed_never_plaintext(queued):
     # nokey first (plain copy 1 accepted), bob's S/MIME copy fails and waits in the queue.
     r = queued(upstream={"final_reply": ["250", "451 4.3.0 try later"]}, queue={"retry_initial": 300, "retry_max": 600})

@@ -10,6 +10,23 @@
 
 use super::{xtext_decode, Meta, Recipient};
 
+/// Whether the sender asked to hear that delivery to this recipient is delayed (only when
+/// NOTIFY names DELAY: sealgate sends no delay warnings by default).
+pub fn notify_delay(r: &Recipient) -> bool {
+    r.path
+        .param("NOTIFY")
+        .is_some_and(|v| v.split(',').any(|w| w.trim().eq_ignore_ascii_case("DELAY")))
+}
+
+/// What a DSN reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Failed for good.
+    Failed,
+    /// Still being retried (RFC 3464 "delayed"; the message is not returned, only its header).
+    Delayed { retry_until: u64 },
+}
+
 /// Whether the sender asked to hear about this recipient's failure (RFC 3461 4.1: NOTIFY
 /// absent means FAILURE; NEVER means nothing at all).
 pub fn notify_failure(r: &Recipient) -> bool {
@@ -88,17 +105,37 @@ pub struct DsnContext<'a> {
     /// The upstream (Remote-MTA).
     pub remote: &'a str,
     pub now: u64,
+    pub action: Action,
 }
 
-/// The DSN for `failed` recipients of the queued copy `meta` (whose content is `content`).
+/// The DSN for `failed` (or delayed) recipients of the queued copy `meta` (whose content is
+/// `content`).
 pub fn build(meta: &Meta, failed: &[&Recipient], content: &[u8], ctx: &DsnContext<'_>) -> Vec<u8> {
+    let delayed = match ctx.action {
+        Action::Failed => None,
+        Action::Delayed { retry_until } => Some(retry_until),
+    };
+    let (subject, what) = match delayed {
+        None => (
+            "Undelivered Mail Returned to Sender".to_string(),
+            "Your message could not be delivered to the recipients below.".to_string(),
+        ),
+        Some(until) => (
+            "Delayed Mail (still being retried)".to_string(),
+            format!(
+                "Your message has not been delivered yet to the recipients below.\r\n\
+                 sealgate keeps trying until {}; you need not send it again.",
+                rfc5322_date(until)
+            ),
+        ),
+    };
     let boundary = format!("=_dsn_{}", meta.id);
     let host = clean(ctx.hostname);
     let mut out = String::new();
     out.push_str(&format!(
         "From: Mail Delivery System <MAILER-DAEMON@{host}>\r\n\
          To: <{}>\r\n\
-         Subject: Undelivered Mail Returned to Sender\r\n\
+         Subject: {subject}\r\n\
          Date: {}\r\n\
          Message-ID: <{}.{}.dsn@{host}>\r\n\
          Auto-Submitted: auto-replied\r\n\
@@ -114,7 +151,7 @@ pub fn build(meta: &Meta, failed: &[&Recipient], content: &[u8], ctx: &DsnContex
          \r\n\
          This is sealgate at {host}.\r\n\
          \r\n\
-         Your message could not be delivered to the recipients below.\r\n\
+         {what}\r\n\
          \r\n",
         clean(&meta.sender.address),
         rfc5322_date(ctx.now),
@@ -154,12 +191,16 @@ pub fn build(meta: &Meta, failed: &[&Recipient], content: &[u8], ctx: &DsnContex
             ));
         }
         out.push_str(&format!(
-            "Action: failed\r\nStatus: {}\r\nRemote-MTA: dns; {}\r\nDiagnostic-Code: smtp; {}\r\nLast-Attempt-Date: {}\r\n",
+            "Action: {}\r\nStatus: {}\r\nRemote-MTA: dns; {}\r\nDiagnostic-Code: smtp; {}\r\nLast-Attempt-Date: {}\r\n",
+            if delayed.is_some() { "delayed" } else { "failed" },
             status_of(reply),
             clean(ctx.remote),
             clean(reply),
             rfc5322_date(ctx.now)
         ));
+        if let Some(until) = delayed {
+            out.push_str(&format!("Will-Retry-Until: {}\r\n", rfc5322_date(until)));
+        }
     }
     let mut bytes = out.into_bytes();
     let full = meta
@@ -167,7 +208,7 @@ pub fn build(meta: &Meta, failed: &[&Recipient], content: &[u8], ctx: &DsnContex
         .param("RET")
         .is_some_and(|v| v.eq_ignore_ascii_case("FULL"));
     if !content.is_empty() {
-        let (kind, body) = if full && !meta.encrypted {
+        let (kind, body) = if full && !meta.encrypted && delayed.is_none() {
             ("message/rfc822", content)
         } else {
             ("text/rfc822-headers", header_section(content))
@@ -215,6 +256,7 @@ mod tests {
                 state: RcptState::Failed,
                 reply: Some("550 5.1.1 no such user".into()),
                 reported: false,
+                delay_reported: false,
             }],
             encrypted,
             created: 0,
@@ -237,6 +279,7 @@ mod tests {
             hostname: "gw.test",
             remote: "mx.test",
             now: 86_400 * 365,
+            action: Action::Failed,
         };
         let dsn = String::from_utf8(build(&m, &failed, CONTENT, &ctx)).unwrap();
         for needle in [
@@ -259,6 +302,7 @@ mod tests {
             hostname: "gw.test",
             remote: "mx.test",
             now: 0,
+            action: Action::Failed,
         };
         for m in [
             meta(Some("FULL"), true),
@@ -270,6 +314,35 @@ mod tests {
             assert!(dsn.contains("Content-Type: text/rfc822-headers\r\n\r\nSubject: hi\r\n"));
             assert!(!dsn.contains("secret body"), "{dsn}");
         }
+    }
+
+    #[test]
+    fn a_delay_report_says_delayed_and_returns_headers_only() {
+        let mut m = meta(Some("FULL"), false);
+        m.recipients[0].reply = Some("451 4.2.2 mailbox full".into());
+        let failed: Vec<&Recipient> = m.recipients.iter().collect();
+        let ctx = DsnContext {
+            hostname: "gw.test",
+            remote: "mx.test",
+            now: 0,
+            action: Action::Delayed {
+                retry_until: 86_400,
+            },
+        };
+        let dsn = String::from_utf8(build(&m, &failed, CONTENT, &ctx)).unwrap();
+        for needle in [
+            "Subject: Delayed Mail",
+            "Action: delayed\r\nStatus: 4.2.2\r\n",
+            "Will-Retry-Until: Fri, 2 Jan 1970 00:00:00 +0000\r\n",
+            "Content-Type: text/rfc822-headers\r\n",
+        ] {
+            assert!(dsn.contains(needle), "{needle:?} missing in\n{dsn}");
+        }
+        assert!(!dsn.contains("secret body"));
+        let mut r = m.recipients.remove(0);
+        assert!(notify_delay(&r));
+        r.path.params.clear();
+        assert!(!notify_delay(&r), "no delay warning unless asked for");
     }
 
     #[test]

@@ -85,6 +85,9 @@ pub struct Recipient {
     /// A failure already reported by DSN, or one that needs none (NOTIFY, null sender).
     #[serde(default)]
     pub reported: bool,
+    /// A "delayed" DSN went out for this recipient (NOTIFY=DELAY), or none is wanted.
+    #[serde(default)]
+    pub delay_reported: bool,
 }
 
 /// One queued copy: its envelope and delivery state.

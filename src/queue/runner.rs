@@ -11,7 +11,7 @@ use std::time::Instant;
 use tokio::sync::{watch, Notify, Semaphore};
 use tokio::task::JoinSet;
 
-use super::dsn::{self, DsnContext};
+use super::dsn::{self, Action, DsnContext};
 use super::store::{Claim, QueueDir};
 use super::{backoff, deliver, reply_line, unix_now, Counters, Meta, RcptState, Verdict};
 use crate::config::QueueConfig;
@@ -277,6 +277,10 @@ impl Queue {
         if meta.unreported().next().is_some() {
             dsn_failed = !self.send_dsn(&mut meta, &content, connector, names).await;
         }
+        if pending(&meta) {
+            self.send_delay_dsn(&mut meta, &content, connector, names)
+                .await;
+        }
         if (pending(&meta) && meta.next_attempt <= now) || dsn_failed {
             meta.next_attempt =
                 now + backoff(meta.attempts, self.cfg.retry_initial, self.cfg.retry_max).as_secs();
@@ -382,16 +386,76 @@ impl Queue {
         if wanted.is_empty() {
             return true;
         }
+        let done = self
+            .send_report(meta, &wanted, Action::Failed, content, connector, names)
+            .await;
+        if done {
+            for &i in &wanted {
+                meta.recipients[i].reported = true;
+            }
+        }
+        done
+    }
+
+    /// One "delayed" DSN per recipient that asked for it (NOTIFY=DELAY) once its copy has
+    /// waited `delay_warning`. A failure to send it is retried at the next attempt.
+    async fn send_delay_dsn(
+        &self,
+        meta: &mut Meta,
+        content: &[u8],
+        connector: &Connector,
+        names: &(String, String),
+    ) {
         let now = unix_now();
-        let failed: Vec<&super::Recipient> = wanted.iter().map(|&i| &meta.recipients[i]).collect();
+        if meta.sender.address.is_empty()
+            || now.saturating_sub(meta.created) < self.cfg.delay_warning.as_secs()
+        {
+            return;
+        }
+        let wanted: Vec<usize> = (0..meta.recipients.len())
+            .filter(|&i| {
+                let r = &meta.recipients[i];
+                r.state == RcptState::Pending && !r.delay_reported && dsn::notify_delay(r)
+            })
+            .collect();
+        if wanted.is_empty() {
+            return;
+        }
+        let action = Action::Delayed {
+            retry_until: meta.created + self.cfg.max_age.as_secs(),
+        };
+        if self
+            .send_report(meta, &wanted, action, content, connector, names)
+            .await
+        {
+            for &i in &wanted {
+                meta.recipients[i].delay_reported = true;
+            }
+        }
+    }
+
+    /// Builds and sends a DSN about recipients `idx` to the envelope sender, from `<>`. True
+    /// when it is done with (accepted, or refused for good, or too old to keep trying).
+    async fn send_report(
+        &self,
+        meta: &Meta,
+        idx: &[usize],
+        action: Action,
+        content: &[u8],
+        connector: &Connector,
+        names: &(String, String),
+    ) -> bool {
+        let now = unix_now();
+        let about: Vec<&super::Recipient> = idx.iter().map(|&i| &meta.recipients[i]).collect();
         let report = dsn::build(
             meta,
-            &failed,
+            &about,
             content,
             &DsnContext {
                 hostname: &names.0,
                 remote: &names.1,
                 now,
+                action,
             },
         );
         let mut mail = PathWithParams {
@@ -421,32 +485,32 @@ impl Queue {
             }
             Err(e) => Some(Verdict::Temporary(e.client_reply())),
         };
-        let done = match &outcome {
+        let kind = match action {
+            Action::Failed => "failure",
+            Action::Delayed { .. } => "delay",
+        };
+        match &outcome {
             Some(Verdict::Delivered(_)) => {
-                Counters::add(&self.counters.bounced, wanted.len() as u64);
-                tracing::info!(entry = %meta.id, session = %meta.session, sender = %meta.sender.address, recipients = wanted.len(), "DSN sent");
+                if action == Action::Failed {
+                    Counters::add(&self.counters.bounced, idx.len() as u64);
+                }
+                tracing::info!(entry = %meta.id, session = %meta.session, sender = %meta.sender.address, recipients = idx.len(), kind, "DSN sent");
                 true
             }
             Some(Verdict::Permanent(r)) => {
-                tracing::error!(entry = %meta.id, sender = %meta.sender.address, reply = %r, "DSN refused for good; dropped");
+                tracing::error!(entry = %meta.id, sender = %meta.sender.address, reply = %r, kind, "DSN refused for good; dropped");
                 true
             }
             // Give up on a DSN that could not go out for twice the queue lifetime.
             _ if now.saturating_sub(meta.created) > 2 * self.cfg.max_age.as_secs() => {
-                tracing::error!(entry = %meta.id, sender = %meta.sender.address, reply = ?r_of(&outcome), "DSN undeliverable for too long; dropped");
+                tracing::error!(entry = %meta.id, sender = %meta.sender.address, reply = ?r_of(&outcome), kind, "DSN undeliverable for too long; dropped");
                 true
             }
             _ => {
-                tracing::warn!(entry = %meta.id, reply = ?r_of(&outcome), "DSN not sent; will retry");
+                tracing::warn!(entry = %meta.id, reply = ?r_of(&outcome), kind, "DSN not sent; will retry");
                 false
             }
-        };
-        if done {
-            for &i in &wanted {
-                meta.recipients[i].reported = true;
-            }
         }
-        done
     }
 }
 

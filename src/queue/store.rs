@@ -359,6 +359,7 @@ mod tests {
                 state: RcptState::Pending,
                 reply: Some("451 4.3.0 later".into()),
                 reported: false,
+                delay_reported: false,
             }],
             encrypted: true,
             created: 1,
