@@ -158,6 +158,21 @@ def test_notify_delay_gets_one_delayed_dsn_then_the_failure(queued):
     assert len(dsns(r.up)) == 2
 
 
+def test_upstream_down_for_a_while_the_queue_waits_then_drains(queued):
+    r = queued(upstream={"final_reply": fail_nokey("451 4.3.0 later")})
+    for n in (1, 2, 3):
+        assert send(r.port, r.pki["ca"], ["bob@example.org", "nokey@example.org"], msg(n))[0] == 250
+    # The upstream goes away for the queue: every session is refused at the greeting.
+    r.up.cfg["greeting"] = "421 4.3.2 going down"
+    r.up.cfg["final_reply"] = "250 2.0.0 ok"
+    assert r.up.wait_for(lambda: all(e["attempts"] >= 2 and "4.3.0" in (e["last_reply"] or "")
+                                     and "greeting" in e["last_reply"] for e in entries(r)), timeout=15), entries(r)
+    assert len(entries(r)) == 3 and dsns(r.up) == []
+    r.up.cfg["greeting"] = None
+    assert r.up.wait_for(lambda: entries(r) == [], timeout=15), entries(r)
+    assert delivered(r.up) == {"bob@example.org": 3, "nokey@example.org": 3}
+
+
 def test_encrypted_copy_is_queued_sealed_never_plaintext(queued):
     # nokey first (plain copy 1 accepted), bob's S/MIME copy fails and waits in the queue.
     r = queued(upstream={"final_reply": ["250", "451 4.3.0 try later"]}, queue={"retry_initial": 300, "retry_max": 600})
