@@ -288,6 +288,11 @@ impl RelayBackend {
             Err(e) => return self.lost(e),
         }
         let total = sealing.len();
+        // Every copy's recipients index both lists: a mismatch would drop a recipient unseen.
+        if paths.len() != accepted.len() {
+            tracing::error!(session = %self.id, "recipient lists out of step");
+            return Reply::new(451, "4.3.0", "Local error in processing, try again later");
+        }
         if let Err(reply) = self.check_sizes(&sealing, &accepted).await {
             return reply;
         }
@@ -347,11 +352,12 @@ impl RelayBackend {
                 done += 1;
                 continue;
             }
+            // In memory (never spilled): cannot fail; if it did, never queue an empty copy.
             let content = match content.into_bytes() {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::error!(session = %self.id, error = %e, "sealed copy unreadable");
-                    Vec::new()
+                    return Reply::new(451, "4.3.0", "Local error in processing, try again later");
                 }
             };
             let failed = Failed::Delivery {
