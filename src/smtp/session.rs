@@ -694,15 +694,31 @@ impl Session {
     }
 
     fn data(&mut self) {
-        match &self.tx {
-            None => self.error(Reply::new(503, "5.5.1", "Need MAIL command")),
-            Some(tx) if tx.bdat.is_some() => {
-                self.error(Reply::new(503, "5.5.1", "DATA not allowed after BDAT"))
+        let refusal = match &self.tx {
+            None => Some((503, "Need MAIL command")),
+            Some(tx) if tx.bdat.is_some() => Some((503, "DATA not allowed after BDAT")),
+            Some(tx) if tx.recipients == 0 => Some((554, "No valid recipients")),
+            Some(_) => None,
+        };
+        match refusal {
+            // RFC 2920 3.1: DATA is the last command of a pipelined group. Bytes already behind
+            // a refused DATA are the client's message content: read as commands, a body holding
+            // "RCPT TO:" would add recipients, one holding "MAIL FROM:" start a transaction.
+            Some((code, text)) if !self.input.is_empty() => {
+                if self.mail_accepted {
+                    self.actions.push_back(Action::MessageAbort);
+                    self.actions.push_back(Action::Reset);
+                }
+                self.tx = None;
+                self.mail_accepted = false;
+                self.close_with(Reply::new(
+                    code,
+                    "5.5.1",
+                    format!("{text}; content sent before 354, closing connection"),
+                ));
             }
-            Some(tx) if tx.recipients == 0 => {
-                self.error(Reply::new(554, "5.5.1", "No valid recipients"))
-            }
-            Some(_) => {
+            Some((code, text)) => self.error(Reply::new(code, "5.5.1", text)),
+            None => {
                 self.phase = Phase::Data(DataReceiver::new());
                 self.send(Reply::new(354, "2.0.0", "End data with <CR><LF>.<CR><LF>"));
             }

@@ -698,3 +698,44 @@ fn commands_without_progress_are_bounded() {
     input.extend_from_slice(b"NOOP\r\n");
     assert!(drive(cfg, features(), &input, 9).closed, "BDAT 0 counted");
 }
+
+/// RFC 2920 3.1: DATA ends a pipelined group; content may only follow the 354. Content sent
+/// behind a DATA that is refused would be read as commands (a message body holding "MAIL FROM",
+/// "RCPT TO", "DATA" would become a transaction of its own): the connection is closed instead.
+/// Found by smtpsmug's "pipelining" test.
+#[test]
+fn content_pipelined_behind_a_refused_data_is_never_read_as_commands() {
+    let smuggled = b"MAIL FROM:<evil@x>\r\nRCPT TO:<victim@y>\r\nDATA\r\nforged\r\n.\r\n";
+    for refused in [
+        &b"EHLO c\r\nMAIL FROM:<a@x>\r\nRCPT TO:<bad@y>\r\nDATA\r\n"[..],
+        b"EHLO c\r\nDATA\r\n",
+        b"EHLO c\r\nMAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nBDAT 2\r\nabDATA\r\n",
+    ] {
+        let mut input = refused.to_vec();
+        input.extend_from_slice(b"Subject: hello\r\n\r\n");
+        input.extend_from_slice(smuggled);
+        let o = drive(plain_cfg(), features(), &input, input.len());
+        let text = String::from_utf8_lossy(refused);
+        assert!(
+            !o.events.iter().any(|e| e.contains("evil")),
+            "{text:?}: {:?}",
+            o.events
+        );
+        assert!(o.messages.is_empty(), "{text:?}");
+        assert!(o.closed, "{text:?}: {}", o.replies);
+        assert!(
+            o.replies.ends_with(", closing connection\r\n"),
+            "{text:?}: {}",
+            o.replies
+        );
+    }
+    // A refused DATA with nothing behind it leaves the session serving.
+    let o = drive(
+        plain_cfg(),
+        features(),
+        b"EHLO c\r\nMAIL FROM:<a@x>\r\nRCPT TO:<bad@y>\r\nDATA\r\n",
+        64,
+    );
+    assert!(!o.closed);
+    assert!(o.replies.ends_with("554 5.5.1 No valid recipients\r\n"));
+}
