@@ -720,7 +720,11 @@ impl Session {
             Some((code, text)) => self.error(Reply::new(code, "5.5.1", text)),
             None => {
                 self.phase = Phase::Data(DataReceiver::new());
-                self.send(Reply::new(354, "2.0.0", "End data with <CR><LF>.<CR><LF>"));
+                // RFC 3463 has no enhanced codes for intermediate replies.
+                self.send(Reply::plain(
+                    354,
+                    vec!["End data with <CR><LF>.<CR><LF>".into()],
+                ));
             }
         }
     }

@@ -739,3 +739,24 @@ fn content_pipelined_behind_a_refused_data_is_never_read_as_commands() {
     assert!(!o.closed);
     assert!(o.replies.ends_with("554 5.5.1 No valid recipients\r\n"));
 }
+
+/// RFC 3463 enhanced codes exist for classes 2, 4 and 5 only, and match the reply's class: the
+/// 354 to DATA carries none (it carried "2.0.0"; found by the session fuzz target).
+#[test]
+fn enhanced_codes_match_the_reply_class() {
+    let o = drive(plain_cfg(), features(), SIMPLE, SIMPLE.len());
+    assert!(
+        o.replies
+            .contains("\r\n354 End data with <CR><LF>.<CR><LF>\r\n"),
+        "{}",
+        o.replies
+    );
+    for line in o.replies.lines() {
+        let class = &line[..1];
+        if let Some(status) = line.get(4..).and_then(|t| t.split(' ').next()) {
+            if crate::smtp::EnhancedCode::parse(status).is_some() {
+                assert!(status.starts_with(class), "{line}");
+            }
+        }
+    }
+}
