@@ -227,7 +227,32 @@ fn validate_address(address: &str) -> Result<(), Reply> {
     if local.is_empty() || local.len() > 64 || domain.is_empty() || domain.len() > 255 {
         return Err(Reply::new(501, "5.1.3", "Invalid address"));
     }
+    if !local_part_ok(local) {
+        return Err(Reply::new(501, "5.1.3", "Invalid local part"));
+    }
     Ok(())
+}
+
+/// The local part is one RFC 5321 quoted-string, or unquoted text without the specials that
+/// would make it read differently elsewhere (an `@` in it, left over from a source route say,
+/// makes `<@u@d>` a source route to the upstream). Dots are not checked: `a..b` and a trailing
+/// dot are common and unambiguous.
+fn local_part_ok(local: &str) -> bool {
+    let Some(quoted) = local.strip_prefix('"') else {
+        return !local.contains(['@', '"', '\\', '(', ')', ',', ';', ':', '[', ']']);
+    };
+    let mut chars = quoted.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            // A quoted-pair: the guard takes the next character, whatever it is, as content;
+            // a backslash at the very end has none.
+            '\\' if chars.next().is_none() => return false,
+            // The closing quote must end the local part.
+            '"' => return chars.next().is_none(),
+            _ => {}
+        }
+    }
+    false
 }
 
 #[cfg(test)]
@@ -270,6 +295,44 @@ mod tests {
         ] {
             let err = parse(line).unwrap_err();
             assert!(err.is_permanent(), "{:?}", String::from_utf8_lossy(line));
+        }
+    }
+
+    /// A mailbox must mean the same to us and to the upstream (SECURITY.md I12): a local part
+    /// with an unquoted `@` (left over after a source route, say) or another special is
+    /// ambiguous, and its wire form `<@u@d>` would read as a source route upstream. Found by the
+    /// command fuzz target (the wire form did not parse back).
+    #[test]
+    fn ambiguous_local_parts_are_refused() {
+        for line in [
+            &b"MAIL FROM:<@r1,@r2:@u@d.example>"[..],
+            b"RCPT TO:<@u@d.example>",
+            b"RCPT TO:<a@b@c.example>",
+            b"RCPT TO:<a\\@b@c.example>",
+            b"RCPT TO:<\"a\"b\"@c.example>",
+            b"RCPT TO:<a\"b@c.example>",
+            b"RCPT TO:<\"unterminated@c.example>",
+            b"RCPT TO:<a,b@c.example>",
+            b"RCPT TO:<a:b@c.example>",
+            b"RCPT TO:<a;b@c.example>",
+            b"RCPT TO:<(comment)a@c.example>",
+            b"RCPT TO:<[a]@c.example>",
+        ] {
+            let err = parse(line).unwrap_err();
+            assert_eq!(err.code(), 501, "{:?}", String::from_utf8_lossy(line));
+        }
+        for (line, address) in [
+            (&b"RCPT TO:<\"a@b\"@c.example>"[..], "\"a@b\"@c.example"),
+            (b"RCPT TO:<\"a\\\"c\"@c.example>", "\"a\\\"c\"@c.example"),
+            (b"RCPT TO:<@r1,@r2:u.v+w@d.example>", "u.v+w@d.example"),
+            (b"RCPT TO:<a..b.@d.example>", "a..b.@d.example"),
+        ] {
+            let Ok(Command::Rcpt(p)) = parse(line) else {
+                panic!("{:?}", String::from_utf8_lossy(line));
+            };
+            assert_eq!(p.address, address);
+            let again = format!("RCPT TO:{}", p.wire());
+            assert_eq!(parse(again.as_bytes()), Ok(Command::Rcpt(p)));
         }
     }
 
