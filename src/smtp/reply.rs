@@ -224,14 +224,17 @@ impl ReplyParser {
                 Some(_) => return Err(ReplyError::Malformed),
             };
             let text = String::from_utf8_lossy(text);
+            // The first line says whether the reply uses enhanced codes (RFC 2034); only then
+            // is a code in front of a later line that field, and not text.
+            let uses_codes = lines.is_empty() || status.is_some();
             let text = match text.split_once(' ') {
-                Some((first, rest)) if EnhancedCode::parse(first).is_some() => {
+                Some((first, rest)) if uses_codes && EnhancedCode::parse(first).is_some() => {
                     if lines.is_empty() {
                         status = EnhancedCode::parse(first);
                     }
                     rest.to_string()
                 }
-                _ if EnhancedCode::parse(&text).is_some() => {
+                _ if uses_codes && EnhancedCode::parse(&text).is_some() => {
                     if lines.is_empty() {
                         status = EnhancedCode::parse(&text);
                     }
@@ -299,6 +302,25 @@ mod tests {
         assert_eq!(r.lines(), ["try later"]);
         let (r, _) = p.parse(b"354\r\n").unwrap().unwrap();
         assert_eq!(r.code(), 354);
+    }
+
+    /// A reply uses enhanced codes when its first line does (RFC 2034): otherwise the text of
+    /// later lines is kept as the upstream wrote it, and what we pass on parses back the same.
+    /// Found by the reply fuzz target.
+    #[test]
+    fn later_lines_keep_their_text_when_the_first_has_no_enhanced_code() {
+        let p = ReplyParser::default();
+        let (r, _) = p
+            .parse(b"250-2.2.1.0 a\r\n250 4.1.0 4.1.0 b\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.status(), None);
+        assert_eq!(r.lines(), ["2.2.1.0 a", "4.1.0 4.1.0 b"]);
+        let (again, _) = p.parse(&r.to_bytes()).unwrap().unwrap();
+        assert_eq!(again, r);
+        // With an enhanced code on the first line, the later lines' codes are the same field.
+        let (r, _) = p.parse(b"250-2.0.0 a\r\n250 2.0.0 b\r\n").unwrap().unwrap();
+        assert_eq!(r.lines(), ["a", "b"]);
     }
 
     #[test]
