@@ -70,10 +70,12 @@ run_one() {
     mkdir -p "fuzz/corpus/$t" "fuzz/artifacts/$t"
     local before
     before=$(find "fuzz/artifacts/$t" -type f | wc -l)
-    local TIMEFORMAT='%U %S' rc=0 times
-    times=$( { time nice -n "$nice_level" "$bin_dir/$t" "fuzz/corpus/$t" "fuzz/seeds/$t" \
+    local TIMEFORMAT='%U %S' rc times
+    times=$( { time { nice -n "$nice_level" "$bin_dir/$t" "fuzz/corpus/$t" "fuzz/seeds/$t" \
         -max_total_time="$seconds" -print_final_stats=1 -timeout="$timeout_s" \
-        -rss_limit_mb="$rss_mb" -artifact_prefix="fuzz/artifacts/$t/" >"$log" 2>&1 || rc=$?; } 2>&1 )
+        -rss_limit_mb="$rss_mb" -artifact_prefix="fuzz/artifacts/$t/" >"$log" 2>&1; \
+        echo $? >"$logs/$t.rc"; }; } 2>&1 )
+    rc=$(cat "$logs/$t.rc")
     local after execs rate cpu corpus crashes
     after=$(find "fuzz/artifacts/$t" -type f | wc -l)
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)

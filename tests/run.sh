@@ -2,7 +2,8 @@
 # The whole sealgate test suite, on a fresh Debian 12 machine with Rust installed:
 #   1. installs missing apt packages (non-interactive) and pytest,
 #   2. cargo build, cargo test --no-fail-fast,
-#   3. python3 -m pytest -q tests/ against target/debug/sealgate.
+#   3. python3 -m pytest -q tests/ against target/debug/sealgate,
+#   4. tests/fuzz.sh 60: each fuzz target for 60 s (nightly + cargo-fuzz, installed if missing).
 # Every stage runs even when an earlier one failed; the end lists the failed stages.
 # Extra arguments are passed to pytest (e.g. tests/run.sh -k smuggling -x).
 # Exits non-zero if any stage failed.  Needs root: apt, the Postfix e2e test and the package test (dpkg).
@@ -59,6 +60,10 @@ if [ -x "$SEALGATE_BIN" ]; then
 else
     failed+=("pytest (no binary: the build failed)")
 fi
+
+# Standing hostile tests: every fuzz target for 60 s from its committed seeds (nightly and
+# cargo-fuzz are installed by the script when missing; its build has its own target directory).
+stage "fuzz (60 s per target)" tests/fuzz.sh 60
 
 if [ ${#failed[@]} -gt 0 ]; then
     echo "run.sh: ${#failed[@]} stage(s) failed:" >&2
