@@ -78,6 +78,8 @@ pub struct UpstreamConfig {
     pub server_name: String,
     /// Our name in EHLO to the upstream.
     pub helo_name: String,
+    /// How the client's identity reaches the upstream (SECURITY.md I13).
+    pub forward_client: crate::upstream::ForwardClient,
 }
 
 #[derive(Debug, Clone)]
@@ -305,6 +307,7 @@ struct RawUpstream {
     ca_file: Option<PathBuf>,
     server_name: Option<String>,
     helo_name: Option<String>,
+    forward_client: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -521,8 +524,21 @@ impl Config {
                 if let Err(e) = tls::root_store(ca_file.as_deref()) {
                     c.push("upstream.ca_file", e.to_string());
                 }
-                match (tls_mode, hostport) {
-                    (Some(tls), Some((host, port))) => {
+                use crate::upstream::ForwardClient;
+                let forward_client = match u.forward_client.as_deref() {
+                    None | Some("xclient") => Some(ForwardClient::Xclient),
+                    Some("xforward") => Some(ForwardClient::Xforward),
+                    Some("none") => Some(ForwardClient::None),
+                    Some(other) => {
+                        c.push(
+                            "upstream.forward_client",
+                            format!("{other:?}: must be \"xclient\", \"xforward\" or \"none\""),
+                        );
+                        None
+                    }
+                };
+                match (tls_mode, hostport, forward_client) {
+                    (Some(tls), Some((host, port)), Some(forward_client)) => {
                         let server_name = u.server_name.unwrap_or_else(|| host.clone());
                         if rustls_pki_types::ServerName::try_from(server_name.clone()).is_err() {
                             c.push(
@@ -537,6 +553,7 @@ impl Config {
                             ca_file,
                             server_name,
                             helo_name: u.helo_name.unwrap_or_else(|| hostname.clone()),
+                            forward_client,
                         })
                     }
                     _ => None,
@@ -787,6 +804,7 @@ mod tests {
             [upstream]
             address = "mx.example"
             tls = "none"
+            forward_client = "maybe"
             [limits]
             max_recipients = 0
             [[policy.rule]]
@@ -802,6 +820,7 @@ mod tests {
             "upstream.tls",
             "no plaintext option",
             "upstream.address",
+            "upstream.forward_client",
             "limits.max_recipients",
             "policy.rule[0].match",
         ] {
@@ -839,6 +858,11 @@ mod tests {
         assert_eq!(cfg.store_path, dir.path().join("store"));
         assert_eq!(cfg.limits.max_message_size, 52_428_800);
         assert_eq!(cfg.limits.max_command_line, 512);
+        // Fail closed by default: the MTA must learn who the client is (SECURITY.md I13).
+        assert_eq!(
+            cfg.upstream.forward_client,
+            crate::upstream::ForwardClient::Xclient
+        );
     }
 
     #[test]

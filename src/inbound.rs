@@ -20,7 +20,8 @@ use crate::spool::Spool;
 /// local sink. Only used with static dispatch.
 #[allow(async_fn_in_trait)]
 pub trait Backend {
-    async fn features(&mut self) -> UpstreamFeatures;
+    /// The client said EHLO (`esmtp`) or HELO with `name`.
+    async fn features(&mut self, name: &str, esmtp: bool) -> UpstreamFeatures;
     async fn mail(&mut self, path: &PathWithParams) -> Reply;
     async fn rcpt(&mut self, path: &PathWithParams) -> Reply;
     /// The complete message; the reply is the client's final reply.
@@ -271,7 +272,11 @@ impl Connection<'_> {
             Action::Send(reply) => self.out.extend_from_slice(&reply.to_bytes()),
             Action::StartTls => return self.starttls().await,
             Action::Ehlo => {
-                let features = backend.features().await;
+                let (name, esmtp) = self
+                    .session
+                    .helo()
+                    .map_or((String::new(), true), |(n, e)| (n.to_string(), e));
+                let features = backend.features(&name, esmtp).await;
                 self.session.features(features);
             }
             Action::Mail(path) => {

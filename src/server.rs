@@ -252,8 +252,15 @@ impl Server {
                     tokio::spawn(async move {
                         let id = inbound::session_id();
                         tracing::debug!(session = %id, %peer, "connection");
-                        let mut backend =
-                            RelayBackend::new(connector, pipeline, &id, rt.sign_without_auth);
+                        let local = tcp.local_addr().unwrap_or(peer);
+                        let mut backend = RelayBackend::new(
+                            connector,
+                            pipeline,
+                            &id,
+                            rt.sign_without_auth,
+                            peer,
+                            local,
+                        );
                         inbound::serve(tcp, peer, rt, &mut backend, &id).await;
                         drop(slot);
                         drop(permit);

@@ -159,7 +159,10 @@ def build_config(workdir: Path, pki: dict, upstream_addr: str, *, listen: Option
         if d.get("tls") == "none":
             d.setdefault("cert", None)
         listeners.append(d)
-    up = {"address": upstream_addr, "tls": "starttls", "ca_file": pki["ca"], "server_name": "localhost"}
+    # The scripted upstream offers no XCLIENT unless a test asks: tests of client identity
+    # set forward_client themselves (None: the default, xclient).
+    up = {"address": upstream_addr, "tls": "starttls", "ca_file": pki["ca"], "server_name": "localhost",
+          "forward_client": "none"}
     up.update(upstream_cfg or {})
     lim = dict(DEFAULT_LIMITS)
     lim.update(limits or {})

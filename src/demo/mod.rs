@@ -143,6 +143,7 @@ address = "{sink_addr}"
 tls = "starttls"
 ca_file = "tls/ca.pem"
 server_name = "localhost"
+forward_client = "none"           # the demo's sink is not an MTA: it has no relay checks to feed
 "#,
         listen = opts.listen
     );
