@@ -160,6 +160,7 @@ fn main() {
             memory_spool: 1 << 20,
             spool_dir: None,
             sign_without_auth: false,
+            allow_from: None,
             session_timeout: Duration::from_secs(3600),
             min_data_rate: 0,
             data_rate_window: std::time::Duration::from_secs(30),
@@ -170,7 +171,7 @@ fn main() {
             .await
             .expect("sink");
         let config_text = format!(
-            "[store]\npath = \"store\"\n[[listen]]\naddress = \"127.0.0.1:0\"\ntls = \"starttls\"\ncert = \"tls/server.pem\"\nkey = \"tls/server.key\"\nsign_without_auth = true\n[upstream]\naddress = \"{sink}\"\ntls = \"starttls\"\nca_file = \"tls/ca.pem\"\nserver_name = \"localhost\"\nforward_client = \"none\"\n[limits]\nmax_connections = 10000\n"
+            "[store]\npath = \"store\"\n[[listen]]\naddress = \"127.0.0.1:0\"\ntls = \"starttls\"\ncert = \"tls/server.pem\"\nkey = \"tls/server.key\"\nsign_without_auth = true\nallow_from = [\"127.0.0.1\"]\n[upstream]\naddress = \"{sink}\"\ntls = \"starttls\"\nca_file = \"tls/ca.pem\"\nserver_name = \"localhost\"\nforward_client = \"none\"\n[limits]\nmax_connections = 10000\n"
         );
         let config = Config::parse(&config_text, dir.path()).expect("config");
         // Seed the proxy's key store with the demo keys (RSA-2048 S/MIME, Ed25519 OpenPGP).

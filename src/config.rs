@@ -66,6 +66,8 @@ pub struct ListenerConfig {
     pub require_tls: bool,
     /// Clients of this listener may be signed for without AUTH (e.g. the internal MTA's port).
     pub sign_without_auth: bool,
+    /// Only these clients may connect (others get 554 at connect); None: any.
+    pub allow_from: Option<crate::netlist::NetList>,
 }
 
 #[derive(Debug, Clone)]
@@ -297,6 +299,7 @@ struct RawListen {
     require_tls: bool,
     #[serde(default)]
     sign_without_auth: bool,
+    allow_from: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -486,6 +489,21 @@ impl Config {
                     ),
                 }
             }
+            let allow_from = match l.allow_from.as_deref().map(crate::netlist::NetList::parse) {
+                None => None,
+                Some(Ok(list)) => Some(list),
+                Some(Err(e)) => {
+                    c.push(format!("{at}.allow_from"), e);
+                    None
+                }
+            };
+            if l.sign_without_auth && l.allow_from.is_none() {
+                // Anyone who can connect could have mail signed in any sender's name (I8).
+                c.push(
+                    format!("{at}.sign_without_auth"),
+                    "needs allow_from: the clients trusted to be signed for without AUTH",
+                );
+            }
             listeners.push(ListenerConfig {
                 address,
                 tls: l.tls,
@@ -493,6 +511,7 @@ impl Config {
                 key,
                 require_tls: l.require_tls,
                 sign_without_auth: l.sign_without_auth,
+                allow_from,
             });
         }
 
@@ -826,6 +845,36 @@ mod tests {
         ] {
             assert!(joined.contains(needle), "missing {needle:?} in\n{joined}");
         }
+    }
+
+    #[test]
+    fn sign_without_auth_needs_allow_from() {
+        let text = |extra: &str| {
+            format!(
+                "[store]\npath = \"s\"\n[[listen]]\naddress = \"127.0.0.1:25\"\ntls = \"none\"\n{extra}\n[upstream]\naddress = \"mx:25\"\ntls = \"starttls\"\n"
+            )
+        };
+        let errs = errors(&text("sign_without_auth = true"));
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("listen[0].sign_without_auth: needs allow_from")),
+            "{errs:?}"
+        );
+        let errs = errors(&text(
+            "sign_without_auth = true\nallow_from = [\"10.0.0.0/8\", \"::1\"]",
+        ));
+        assert!(!errs.iter().any(|e| e.starts_with("listen[0]")), "{errs:?}");
+        let errs = errors(&text("allow_from = [\"10.0.0.0/8\", \"nope\"]"));
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("listen[0].allow_from: \"nope\"")),
+            "{errs:?}"
+        );
+        let errs = errors(&text("allow_from = []"));
+        assert!(
+            errs.iter().any(|e| e.starts_with("listen[0].allow_from")),
+            "{errs:?}"
+        );
     }
 
     #[test]

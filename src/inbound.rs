@@ -46,6 +46,8 @@ pub struct ListenerRuntime {
     pub session_timeout: Duration,
     /// Messages from unauthenticated clients may be signed (listen.sign_without_auth).
     pub sign_without_auth: bool,
+    /// Only these clients may connect (listen.allow_from); None: any.
+    pub allow_from: Option<crate::netlist::NetList>,
     /// Slowest message content accepted, bytes per second over each `data_rate_window`
     /// (0: no check).
     pub min_data_rate: u64,

@@ -11,6 +11,7 @@ pub mod explain;
 pub mod inbound;
 pub mod keys_cli;
 pub mod mime;
+pub mod netlist;
 pub mod openpgp;
 pub mod policy;
 pub mod queue;

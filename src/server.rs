@@ -161,6 +161,7 @@ impl Server {
                     .min(std::time::Duration::from_secs(60)),
                 memory_spool: limits.memory_spool,
                 sign_without_auth: l.sign_without_auth,
+                allow_from: l.allow_from.clone(),
                 session_timeout: limits.session_timeout,
                 spool_dir: config.spool_dir.clone(),
                 min_data_rate: limits.min_data_rate,
@@ -242,17 +243,24 @@ impl Server {
                         tokio::spawn(refuse(tcp, peer, "Too many connections"));
                         continue;
                     };
-                    let Some(slot) = per_ip.acquire(peer.ip(), max_per_ip) else {
-                        tokio::spawn(refuse(tcp, peer, "Too many connections from your address"));
-                        continue;
-                    };
                     let rt = rt.clone();
                     let connector = connector.clone();
                     let pipeline = pipeline.clone();
+                    let per_ip = per_ip.clone();
                     tokio::spawn(async move {
                         let id = inbound::session_id();
-                        tracing::debug!(session = %id, %peer, "connection");
                         let local = tcp.local_addr().unwrap_or(peer);
+                        tracing::debug!(session = %id, %peer, "connection");
+                        if let Some(allowed) = &rt.allow_from {
+                            if !allowed.contains(peer.ip()) {
+                                deny(tcp, peer, &rt.session.hostname).await;
+                                return;
+                            }
+                        }
+                        let Some(slot) = per_ip.acquire(peer.ip(), max_per_ip) else {
+                            refuse(tcp, peer, "Too many connections from your address").await;
+                            return;
+                        };
                         let mut backend = RelayBackend::new(
                             connector,
                             pipeline,
@@ -287,6 +295,19 @@ impl Server {
 async fn refuse(mut tcp: tokio::net::TcpStream, peer: SocketAddr, why: &str) {
     tracing::warn!(%peer, reason = why, "connection refused");
     let reply = format!("421 4.7.0 {why}, try again later\r\n");
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        tcp.write_all(reply.as_bytes()),
+    )
+    .await;
+    let _ = tcp.shutdown().await;
+}
+
+/// A client outside the listener's `allow_from`: 554 instead of the greeting (RFC 5321 3.1),
+/// then the connection is closed.
+async fn deny(mut tcp: tokio::net::TcpStream, peer: SocketAddr, hostname: &str) {
+    tracing::warn!(%peer, "connection refused: address not in allow_from");
+    let reply = format!("554 5.7.1 {hostname} No SMTP service for your address\r\n");
     let _ = tokio::time::timeout(
         std::time::Duration::from_secs(5),
         tcp.write_all(reply.as_bytes()),

@@ -156,6 +156,8 @@ def build_config(workdir: Path, pki: dict, upstream_addr: str, *, listen: Option
         d = {"address": "127.0.0.1:0", "tls": "starttls", "cert": pki["server"],
              "key": pki["server_key"], "require_tls": False}
         d.update(l)
+        if d.get("sign_without_auth") and "allow_from" not in d:
+            d["allow_from"] = ["127.0.0.1"]  # check-config requires it
         if d.get("tls") == "none":
             d.setdefault("cert", None)
         listeners.append(d)
