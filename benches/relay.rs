@@ -161,6 +161,7 @@ fn main() {
             spool_dir: None,
             sign_without_auth: false,
             allow_from: None,
+            proxy: None,
             session_timeout: Duration::from_secs(3600),
             min_data_rate: 0,
             data_rate_window: std::time::Duration::from_secs(30),

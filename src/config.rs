@@ -68,6 +68,8 @@ pub struct ListenerConfig {
     pub sign_without_auth: bool,
     /// Only these clients may connect (others get 554 at connect); None: any.
     pub allow_from: Option<crate::netlist::NetList>,
+    /// A PROXY protocol header is expected first, from these addresses only.
+    pub proxy: Option<(crate::proxy_protocol::Version, crate::netlist::NetList)>,
 }
 
 #[derive(Debug, Clone)]
@@ -300,6 +302,8 @@ struct RawListen {
     #[serde(default)]
     sign_without_auth: bool,
     allow_from: Option<Vec<String>>,
+    proxy_protocol: Option<String>,
+    proxy_from: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -504,6 +508,46 @@ impl Config {
                     "needs allow_from: the clients trusted to be signed for without AUTH",
                 );
             }
+            use crate::proxy_protocol::Version;
+            let version = match l.proxy_protocol.as_deref() {
+                None | Some("off") => None,
+                Some("v1") => Some(Version::V1),
+                Some("v2") => Some(Version::V2),
+                Some(other) => {
+                    c.push(
+                        format!("{at}.proxy_protocol"),
+                        format!("{other:?}: must be \"v1\", \"v2\" or \"off\""),
+                    );
+                    None
+                }
+            };
+            let proxy_from = match l.proxy_from.as_deref().map(crate::netlist::NetList::parse) {
+                None => None,
+                Some(Ok(list)) => Some(list),
+                Some(Err(e)) => {
+                    c.push(format!("{at}.proxy_from"), e);
+                    None
+                }
+            };
+            let proxy = match (version, proxy_from, l.proxy_from.is_some()) {
+                (Some(v), Some(from), _) => Some((v, from)),
+                (Some(_), None, false) => {
+                    // Anyone could claim any address (and pass allow_from, and XCLIENT).
+                    c.push(
+                        format!("{at}.proxy_from"),
+                        "required with proxy_protocol: the load balancers' addresses",
+                    );
+                    None
+                }
+                (None, _, true) if matches!(l.proxy_protocol.as_deref(), None | Some("off")) => {
+                    c.push(
+                        format!("{at}.proxy_from"),
+                        "set, but proxy_protocol is off (ambiguous: set proxy_protocol too)",
+                    );
+                    None
+                }
+                _ => None,
+            };
             listeners.push(ListenerConfig {
                 address,
                 tls: l.tls,
@@ -512,6 +556,7 @@ impl Config {
                 require_tls: l.require_tls,
                 sign_without_auth: l.sign_without_auth,
                 allow_from,
+                proxy,
             });
         }
 
@@ -875,6 +920,29 @@ mod tests {
             errs.iter().any(|e| e.starts_with("listen[0].allow_from")),
             "{errs:?}"
         );
+    }
+
+    #[test]
+    fn proxy_protocol_needs_proxy_from_and_the_reverse() {
+        let text = |extra: &str| {
+            format!(
+                "[store]\npath = \"s\"\n[[listen]]\naddress = \"127.0.0.1:25\"\ntls = \"none\"\n{extra}\n[upstream]\naddress = \"mx:25\"\ntls = \"starttls\"\n"
+            )
+        };
+        let listen_errors = |extra: &str| {
+            errors(&text(extra))
+                .into_iter()
+                .filter(|e| e.starts_with("listen[0]"))
+                .collect::<Vec<_>>()
+        };
+        assert!(listen_errors("proxy_protocol = \"v2\"")[0].contains("proxy_from: required"));
+        assert!(listen_errors("proxy_from = [\"10.0.0.1\"]")[0].contains("proxy_protocol is off"));
+        assert!(
+            listen_errors("proxy_protocol = \"v3\"\nproxy_from = [\"10.0.0.1\"]")[0]
+                .contains("proxy_protocol")
+        );
+        assert!(listen_errors("proxy_protocol = \"v1\"\nproxy_from = [\"10.0.0.1\"]").is_empty());
+        assert!(listen_errors("proxy_protocol = \"off\"").is_empty());
     }
 
     #[test]

@@ -48,6 +48,8 @@ pub struct ListenerRuntime {
     pub sign_without_auth: bool,
     /// Only these clients may connect (listen.allow_from); None: any.
     pub allow_from: Option<crate::netlist::NetList>,
+    /// A PROXY header comes first, from these addresses only (listen.proxy_protocol).
+    pub proxy: Option<(crate::proxy_protocol::Version, crate::netlist::NetList)>,
     /// Slowest message content accepted, bytes per second over each `data_rate_window`
     /// (0: no check).
     pub min_data_rate: u64,

@@ -14,6 +14,7 @@ pub mod mime;
 pub mod netlist;
 pub mod openpgp;
 pub mod policy;
+pub mod proxy_protocol;
 pub mod queue;
 pub mod relay;
 pub mod server;

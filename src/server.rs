@@ -14,6 +14,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::config::{Config, ListenTls};
 use crate::inbound::{self, ListenerRuntime};
+use crate::proxy_protocol;
 use crate::queue::Queue;
 use crate::relay::{MemoryBudget, Pipeline, RelayBackend};
 use crate::smtp::SessionConfig;
@@ -162,6 +163,7 @@ impl Server {
                 memory_spool: limits.memory_spool,
                 sign_without_auth: l.sign_without_auth,
                 allow_from: l.allow_from.clone(),
+                proxy: l.proxy.clone(),
                 session_timeout: limits.session_timeout,
                 spool_dir: config.spool_dir.clone(),
                 min_data_rate: limits.min_data_rate,
@@ -248,9 +250,39 @@ impl Server {
                     let pipeline = pipeline.clone();
                     let per_ip = per_ip.clone();
                     tokio::spawn(async move {
+                        let mut tcp = tcp;
                         let id = inbound::session_id();
                         let local = tcp.local_addr().unwrap_or(peer);
                         tracing::debug!(session = %id, %peer, "connection");
+                        // Behind a load balancer, the client is the one its header names: that
+                        // address is what allow_from, the per-address limit, the logs and
+                        // XCLIENT/XFORWARD use.
+                        let (peer, local) = match &rt.proxy {
+                            None => (peer, local),
+                            Some((version, from)) => {
+                                if !from.contains(peer.ip()) {
+                                    tracing::warn!(session = %id, %peer, "connection closed: not in proxy_from");
+                                    return;
+                                }
+                                match proxy_protocol::read_header(
+                                    &mut tcp,
+                                    *version,
+                                    rt.handshake_timeout,
+                                )
+                                .await
+                                {
+                                    Ok(h) => {
+                                        let real = h.addresses.unwrap_or((peer, local));
+                                        tracing::debug!(session = %id, proxy = %peer, client = %real.0, "PROXY header");
+                                        real
+                                    }
+                                    Err(e) => {
+                                        tracing::warn!(session = %id, proxy = %peer, error = %e, "connection closed: no valid PROXY header");
+                                        return;
+                                    }
+                                }
+                            }
+                        };
                         if let Some(allowed) = &rt.allow_from {
                             if !allowed.contains(peer.ip()) {
                                 deny(tcp, peer, &rt.session.hostname).await;
