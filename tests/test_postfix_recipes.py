@@ -1,0 +1,176 @@
+"""The Postfix recipes of deploy/postfix/, each with a real, private Postfix
+(tests/e2e/postfix.sh, which applies the recipe's main.cf settings and master.cf lines as
+they are in the repository; only the port numbers are replaced by free ones).
+
+Edge: client -> sealgate (port 25's role) -> Postfix on a loopback port, XCLIENT.
+The open-relay test: the client's real address (127.0.0.2) is not in Postfix's mynetworks
+(127.0.0.1/32, the address sealgate connects from): relaying to a foreign domain through
+sealgate is refused, and Postfix logs the real client.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from support.clients import RawSMTP, dot_stuff
+from test_postfix_e2e import SCRIPT, PostfixInstance, free_port
+
+REPO = Path(__file__).resolve().parent.parent
+RECIPES = REPO / "deploy" / "postfix"
+
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("postfix") is None,
+    reason="Postfix recipes need root and postfix installed")
+
+# What the test adds to a recipe: the domains this Postfix delivers itself (everything else is
+# "foreign"), and mynetworks = the host only (Postfix's default: its own host).
+TEST_MAIN = """
+mynetworks = 127.0.0.1/32
+virtual_mailbox_domains = e2e.test example.org
+smtpd_recipient_restrictions =
+"""
+
+
+def start_postfix(pki, recipe: str, ports: dict) -> PostfixInstance:
+    d = tempfile.mkdtemp(prefix=f"sealgate-{recipe}-")
+    os.chmod(d, 0o755)
+    main = (RECIPES / recipe / "main.cf").read_text() + TEST_MAIN
+    master = (RECIPES / recipe / "master.cf").read_text()
+    for old, new in ports.items():
+        main, master = main.replace(str(old), str(new)), master.replace(str(old), str(new))
+    (Path(d) / "recipe-main.cf").write_text(main)
+    (Path(d) / "recipe-master.cf").write_text(master)
+    port = next(iter(ports.values()))
+    r = subprocess.run(["sh", str(SCRIPT), "start", d, str(port), pki["server"], pki["server_key"],
+                        str(Path(d) / "recipe-main.cf"), str(Path(d) / "recipe-master.cf")],
+                       capture_output=True, text=True, timeout=90)
+    if r.returncode != 0:
+        log = subprocess.run(["sh", str(SCRIPT), "log", d], capture_output=True, text=True).stdout
+        subprocess.run(["sh", str(SCRIPT), "stop", d], capture_output=True, timeout=60)
+        pytest.fail(f"could not start the {recipe} postfix: {r.stdout}\n{r.stderr}\n{log}")
+    return PostfixInstance(d, port)
+
+
+def stop_postfix(inst: PostfixInstance) -> None:
+    subprocess.run(["sh", str(SCRIPT), "stop", inst.dir], capture_output=True, timeout=60)
+    shutil.rmtree(inst.dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def edge_postfix(pki):
+    inst = start_postfix(pki, "edge", {10025: free_port()})
+    try:
+        yield inst
+    finally:
+        stop_postfix(inst)
+
+
+def edge_sealgate(sealgate_factory, postfix, **kw):
+    # What deploy/postfix/edge/main.cf expects of sealgate: the default forward_client.
+    return sealgate_factory(postfix.address, upstream_cfg={"forward_client": None}, **kw)
+
+
+def wait_log(postfix, needle: str, timeout: float = 10.0) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        log = postfix.log()
+        if needle in log:
+            return log
+        time.sleep(0.1)
+    raise AssertionError(f"{needle!r} not in the postfix log:\n{postfix.log()[-3000:]}")
+
+
+def client(sg, pki, source="127.0.0.2") -> RawSMTP:
+    c = RawSMTP("127.0.0.1", sg.port, ca_file=pki["ca"], timeout=20, source=source)
+    c.start(tls=True, name="outsider.example")
+    return c
+
+
+def test_edge_open_relay_attempt_is_refused_and_logged_with_the_real_client(edge_postfix, sealgate_factory, pki):
+    sg = edge_sealgate(sealgate_factory, edge_postfix)
+    c = client(sg, pki)
+    assert c.cmd("MAIL FROM:<spammer@outsider.example>").code == 250
+    r = c.cmd("RCPT TO:<victim@foreign.example>")
+    # Postfix's verdict on the real client, passed through by sealgate.
+    assert (r.code, r.enhanced) == (554, "5.7.1"), r
+    assert "Relay access denied" in r.text, r
+    # Local domains are still served.
+    assert c.cmd("RCPT TO:<bob@e2e.test>").code == 250
+    c.quit()
+    log = wait_log(edge_postfix, "victim@foreign.example")
+    reject = [l for l in log.splitlines() if "victim@foreign.example" in l and "reject" in l]
+    assert reject and "unknown[127.0.0.2]" in reject[-1] and "helo=<outsider.example>" in reject[-1], reject
+
+
+def test_edge_without_xclient_the_same_attempt_would_relay(edge_postfix, sealgate_factory, pki):
+    """The negative control: forward_client = "none" in front of a Postfix that trusts its own
+    host is an open relay. This is why "xclient" is the default and fails closed."""
+    sg = sealgate_factory(edge_postfix.address, upstream_cfg={"forward_client": "none"})
+    c = client(sg, pki)
+    assert c.cmd("MAIL FROM:<spammer@outsider.example>").code == 250
+    assert c.cmd("RCPT TO:<victim@foreign.example>").code == 250, "Postfix took sealgate for the client"
+    c.cmd("RSET")
+    c.quit()
+
+
+def test_edge_delivers_and_postfix_records_the_real_client(edge_postfix, sealgate_factory, pki):
+    sg = edge_sealgate(sealgate_factory, edge_postfix)
+    c = client(sg, pki)
+    marker = uuid.uuid4().hex
+    assert c.cmd("MAIL FROM:<someone@outsider.example>").code == 250
+    assert c.cmd("RCPT TO:<bob@e2e.test>").code == 250
+    assert c.cmd("DATA").code == 354
+    c.send(dot_stuff(f"From: someone@outsider.example\r\nTo: bob@e2e.test\r\nSubject: {marker}\r\n\r\nhi\r\n".encode()))
+    assert c.reply().code == 250
+    c.quit()
+    delivered = edge_postfix.wait_for_message(marker.encode())
+    # The Received header Postfix adds names the real client and its HELO, under TLS.
+    received = delivered.split(b"\n\n", 1)[0].decode()
+    assert "from outsider.example (unknown [127.0.0.2])" in received, received
+    assert "with ESMTPS" in received, received
+    wait_log(edge_postfix, "client=unknown[127.0.0.2]")
+
+
+def test_edge_xclient_not_authorized_fails_closed(edge_postfix, sealgate_factory, pki):
+    """A Postfix without the recipe (no smtpd_authorized_xclient_hosts: XCLIENT not offered)
+    behind the default forward_client: 451 4.7.0, and Postfix never sees a MAIL."""
+    port = free_port()
+    d = tempfile.mkdtemp(prefix="sealgate-noxclient-")
+    os.chmod(d, 0o755)
+    r = subprocess.run(["sh", str(SCRIPT), "start", d, str(port), pki["server"], pki["server_key"]],
+                       capture_output=True, text=True, timeout=90)
+    inst = PostfixInstance(d, port)
+    try:
+        assert r.returncode == 0, r.stderr
+        sg = edge_sealgate(sealgate_factory, inst)
+        c = client(sg, pki)
+        reply = c.cmd("MAIL FROM:<a@outsider.example>")
+        assert (reply.code, reply.enhanced) == (451, "4.7.0"), reply
+        c.quit()
+        log = inst.log()
+        assert "MAIL FROM" not in log and "from=<a@outsider.example>" not in log, log[-2000:]
+    finally:
+        stop_postfix(inst)
+
+
+def test_edge_required_recipient_without_key_is_refused_at_rcpt(edge_postfix, sealgate_factory, pki):
+    sg = edge_sealgate(sealgate_factory, edge_postfix,
+                       extra={"policy": {"encrypt": "opportunistic", "rule": [
+                           {"match": "e2e.test", "encrypt": "required"}]}})
+    c = client(sg, pki)
+    assert c.cmd("MAIL FROM:<required@outsider.example>").code == 250
+    r = c.cmd("RCPT TO:<bob@e2e.test>")
+    assert (r.code, r.enhanced) == (550, "5.7.1"), r
+    assert "Encryption is required" in r.text
+    assert c.cmd("DATA").code == 554  # no recipient left
+    c.quit()
+    # sealgate refused it itself, before Postfix: nothing of it was queued or logged there.
+    time.sleep(0.5)
+    assert "required@outsider.example" not in edge_postfix.log()
