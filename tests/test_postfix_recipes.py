@@ -39,12 +39,16 @@ smtpd_recipient_restrictions =
 
 
 def start_postfix(pki, recipe: str, ports: dict) -> PostfixInstance:
+    """ports: {"127.0.0.1:10025": free port, ...} (the text to find, with the port to put
+    in it); the first is the one waited for."""
     d = tempfile.mkdtemp(prefix=f"sealgate-{recipe}-")
     os.chmod(d, 0o755)
     main = (RECIPES / recipe / "main.cf").read_text() + TEST_MAIN
     master = (RECIPES / recipe / "master.cf").read_text()
     for old, new in ports.items():
-        main, master = main.replace(str(old), str(new)), master.replace(str(old), str(new))
+        port_in_old = old.split(":")[1].split()[0]
+        main = main.replace(old, old.replace(port_in_old, str(new)))
+        master = master.replace(old, old.replace(port_in_old, str(new)))
     (Path(d) / "recipe-main.cf").write_text(main)
     (Path(d) / "recipe-master.cf").write_text(master)
     port = next(iter(ports.values()))
@@ -65,7 +69,7 @@ def stop_postfix(inst: PostfixInstance) -> None:
 
 @pytest.fixture(scope="module")
 def edge_postfix(pki):
-    inst = start_postfix(pki, "edge", {10025: free_port()})
+    inst = start_postfix(pki, "edge", {"127.0.0.1:10025": free_port()})
     try:
         yield inst
     finally:
@@ -174,3 +178,85 @@ def test_edge_required_recipient_without_key_is_refused_at_rcpt(edge_postfix, se
     # sealgate refused it itself, before Postfix: nothing of it was queued or logged there.
     time.sleep(0.5)
     assert "required@outsider.example" not in edge_postfix.log()
+
+
+# --------------------------------------------------------------------------- before-queue
+@pytest.fixture(scope="module")
+def before_queue(pki, tmp_path_factory):
+    """Postfix on "port 25" with smtpd_proxy_filter -> sealgate (plain, loopback) -> the
+    reinjection smtpd (STARTTLS, XFORWARD)."""
+    front, filt, reinject = free_port(), free_port(), free_port()
+    inst = start_postfix(pki, "before-queue", {"127.0.0.1:25 inet": front, "127.0.0.1:10025": filt,
+                                               "127.0.0.1:10026": reinject})
+    inst.filter_port, inst.reinject_port = filt, reinject
+    try:
+        yield inst
+    finally:
+        stop_postfix(inst)
+
+
+def start_filter(sealgate_factory, bq, **kw):
+    return sealgate_factory(
+        f"127.0.0.1:{bq.reinject_port}", upstream_cfg={"forward_client": "xforward"},
+        listen=[{"address": f"127.0.0.1:{bq.filter_port}", "tls": "none", "cert": None, "key": None,
+                 "allow_from": ["127.0.0.1"]}], **kw)
+
+
+def front_client(bq, pki) -> RawSMTP:
+    c = RawSMTP("127.0.0.1", bq.port, ca_file=pki["ca"], timeout=30, source="127.0.0.2")
+    c.start(tls=True, name="outsider.example")
+    return c
+
+
+def test_before_queue_relay_checks_are_postfix_s_on_the_real_client(before_queue, sealgate_factory, pki):
+    start_filter(sealgate_factory, before_queue)
+    c = front_client(before_queue, pki)
+    assert c.cmd("MAIL FROM:<spammer@outsider.example>").code == 250
+    r = c.cmd("RCPT TO:<victim@foreign.example>")
+    assert (r.code, r.enhanced) == (554, "5.7.1") and "Relay access denied" in r.text, r
+    c.quit()
+    log = wait_log(before_queue, "victim@foreign.example")
+    assert any("unknown[127.0.0.2]" in l for l in log.splitlines() if "victim@foreign.example" in l)
+
+
+def test_before_queue_seals_and_reinjects(before_queue, sealgate_factory, pki, tmp_path):
+    from support.crypto import cms_decrypt, make_smime_pki
+    from conftest import SEALGATE_BIN
+    spki = make_smime_pki(str(tmp_path / "pki"))
+    sg = start_filter(sealgate_factory, before_queue, extra={"policy": {"encrypt": "opportunistic", "rule": [
+        {"match": "e2e.test", "encrypt": "required"}]}})
+    p = subprocess.run([SEALGATE_BIN, "keys", "import", spki["rsa1.pem"], "--config", str(sg.config_path)],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    marker = uuid.uuid4().hex
+    c = front_client(before_queue, pki)
+    assert c.cmd("MAIL FROM:<someone@outsider.example>").code == 250
+    assert c.cmd("RCPT TO:<bob@example.org>").code == 250
+    # A required recipient without key: sealgate's refusal reaches the client through Postfix.
+    r = c.cmd("RCPT TO:<carol@e2e.test>")
+    assert (r.code, r.enhanced) == (550, "5.7.1") and "Encryption is required" in r.text, r
+    assert c.cmd("DATA").code == 354
+    c.send(dot_stuff(f"From: someone@outsider.example\r\nTo: bob@example.org\r\nSubject: bq\r\n\r\n"
+                     f"secret {marker}\r\n".encode()))
+    final = c.reply(timeout=30)
+    assert final.code == 250, final
+    c.quit()
+    # Delivered sealed: the marker is only readable after decryption.
+    deadline = time.monotonic() + 30
+    found = None
+    while time.monotonic() < deadline and found is None:
+        for sub in ("new", "cur"):
+            d = before_queue.maildir / sub
+            for f in (d.iterdir() if d.is_dir() else []):
+                data = f.read_bytes()
+                if b"application/pkcs7-mime" in data and b"Subject: bq" in data:
+                    found = data
+        time.sleep(0.2)
+    assert found is not None, before_queue.log()[-3000:]
+    assert marker.encode() not in found
+    plain = cms_decrypt(found.replace(b"\n", b"\r\n"), spki["rsa1.pem"], spki["rsa1.key"])
+    assert f"secret {marker}".encode() in plain
+    # The reinjection server took sealgate's XFORWARD: it logs sealgate's session id as the
+    # original queue id (the front Postfix, sealgate's client, as the original client).
+    log = wait_log(before_queue, "orig_queue_id=")
+    assert any("orig_client=" in l for l in log.splitlines() if "orig_queue_id=" in l), log[-3000:]
