@@ -260,3 +260,81 @@ def test_before_queue_seals_and_reinjects(before_queue, sealgate_factory, pki, t
     # original queue id (the front Postfix, sealgate's client, as the original client).
     log = wait_log(before_queue, "orig_queue_id=")
     assert any("orig_client=" in l for l in log.splitlines() if "orig_queue_id=" in l), log[-3000:]
+
+
+# --------------------------------------------------------------------------- after-queue
+@pytest.fixture(scope="module")
+def after_queue(pki):
+    """Postfix on "port 25" with content_filter = sealgate:[127.0.0.1]:<filter> -> sealgate
+    (plain, loopback) -> the reinjection smtpd (STARTTLS, XFORWARD)."""
+    front, filt, reinject = free_port(), free_port(), free_port()
+    inst = start_postfix(pki, "after-queue", {"127.0.0.1:25 inet": front, "[127.0.0.1]:10025": filt,
+                                              "127.0.0.1:10026": reinject})
+    inst.filter_port, inst.reinject_port = filt, reinject
+    try:
+        yield inst
+    finally:
+        stop_postfix(inst)
+
+
+def find_mail(postfix, *needles: bytes, timeout: float = 40.0) -> bytes:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for sub in ("new", "cur"):
+            d = postfix.maildir / sub
+            for f in (d.iterdir() if d.is_dir() else []):
+                data = f.read_bytes()
+                if all(n in data for n in needles):
+                    return data
+        time.sleep(0.2)
+    raise AssertionError(f"no message with {needles!r} within {timeout}s:\n{postfix.log()[-4000:]}")
+
+
+def submit(postfix, pki, sender: str, rcpts: list, body: bytes) -> None:
+    c = RawSMTP("127.0.0.1", postfix.port, ca_file=pki["ca"], timeout=30)
+    c.start(tls=True, name="client.example")
+    assert c.cmd(f"MAIL FROM:<{sender}>").code == 250
+    for r in rcpts:
+        assert c.cmd(f"RCPT TO:<{r}>").code == 250
+    assert c.cmd("DATA").code == 354
+    c.send(dot_stuff(body))
+    assert c.reply(timeout=30).code == 250
+    c.quit()
+
+
+def test_after_queue_seals_bounces_and_retries(after_queue, sealgate_factory, pki, tmp_path):
+    from support.crypto import cms_decrypt, make_smime_pki
+    from conftest import SEALGATE_BIN
+    spki = make_smime_pki(str(tmp_path / "pki"))
+    policy = {"policy": {"encrypt": "opportunistic", "rule": [{"match": "e2e.test", "encrypt": "required"}]}}
+    sg = start_filter(sealgate_factory, after_queue, extra=policy)
+    p = subprocess.run([SEALGATE_BIN, "keys", "import", spki["rsa1.pem"], "--config", str(sg.config_path)],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+
+    # Sealed: bob has a key.
+    marker = uuid.uuid4().hex
+    submit(after_queue, pki, "alice@example.org", ["bob@example.org"],
+           f"From: alice@example.org\r\nTo: bob@example.org\r\nSubject: aq1\r\n\r\nsecret {marker}\r\n".encode())
+    sealed = find_mail(after_queue, b"Subject: aq1", b"application/pkcs7-mime")
+    assert marker.encode() not in sealed
+    assert f"secret {marker}".encode() in cms_decrypt(sealed.replace(b"\n", b"\r\n"), spki["rsa1.pem"], spki["rsa1.key"])
+
+    # Required without key: Postfix accepted it (after-queue), sealgate refuses it, Postfix
+    # bounces to the sender with sealgate's reply text.
+    submit(after_queue, pki, "alice@example.org", ["carol@e2e.test"],
+           b"From: alice@example.org\r\nTo: carol@e2e.test\r\nSubject: aq2\r\n\r\nno key\r\n")
+    bounce = find_mail(after_queue, b"carol@e2e.test", b"Undelivered Mail Returned to Sender")
+    assert b"Encryption is required for <carol@e2e.test>" in bounce, bounce[:3000]
+    assert b"550 5.7.1" in bounce
+
+    # sealgate down: the mail waits in Postfix's queue; sealgate back on the same port: delivered.
+    sg.stop()
+    marker = uuid.uuid4().hex
+    submit(after_queue, pki, "alice@example.org", ["bob@example.org"],
+           f"From: alice@example.org\r\nTo: bob@example.org\r\nSubject: aq3 {marker}\r\n\r\nlater\r\n".encode())
+    wait_log(after_queue, "status=deferred", timeout=20)
+    assert b"aq3" not in b"".join(f.read_bytes() for sub in ("new", "cur")
+                                  for f in (after_queue.maildir / sub).iterdir())
+    start_filter(sealgate_factory, after_queue, extra=policy)  # (a new, empty key store)
+    find_mail(after_queue, f"Subject: aq3 {marker}".encode(), timeout=60)
