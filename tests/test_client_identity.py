@@ -193,3 +193,43 @@ def test_none_sends_neither(relay_factory):
     c.quit()
     assert r.up.wait_closed()
     assert b"XCLIENT" not in r.up.raw and b"XFORWARD" not in r.up.raw
+
+
+@pytest.mark.parametrize("mode", ["xclient", "xforward"])
+def test_a_queued_copy_is_delivered_later_as_the_same_client(relay_factory, mode, tmp_path):
+    """A later copy refused once is queued (issue 10) and delivered by the queue runner in
+    a session of its own: the upstream is told the original client there too."""
+    import subprocess
+    from conftest import SEALGATE_BIN
+    from support.crypto import make_smime_pki
+    spki = make_smime_pki(str(tmp_path / "pki"))
+    upstream = {"dsn": True, "final_reply": ["250 2.0.0 first", "451 4.3.0 try later", "250 2.0.0 retried"]}
+    upstream["xclient" if mode == "xclient" else "xforward"] = (
+        POSTFIX_XCLIENT if mode == "xclient" else POSTFIX_XFORWARD)
+    r = relay_factory(upstream=upstream, upstream_cfg={"forward_client": mode},
+                      extra={"policy": {"encrypt": "opportunistic", "sign": False},
+                             "queue": {"retry_initial": 1, "retry_max": 2, "scan_interval": 1}})
+    p = subprocess.run([SEALGATE_BIN, "keys", "import", spki["rsa1.pem"], "--config", str(r.sg.config_path)],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    c = r.client(timeout=30)
+    c.start(tls=True, name="client.example")
+    port = c.sock.getsockname()[1]
+    assert c.cmd("MAIL FROM:<alice@example.org>").code == 250
+    assert c.cmd("RCPT TO:<bob@example.org>").code == 250
+    assert c.cmd("RCPT TO:<nokey@example.org>").code == 250
+    assert c.cmd("DATA").code == 354
+    c.send(dot_stuff(b"From: alice@example.org\r\nTo: bob@example.org, nokey@example.org\r\nSubject: q\r\n\r\nx\r\n"))
+    final = c.reply(timeout=30)
+    assert final.code == 250 and "queued" in final.text, final
+    c.quit()
+    assert r.up.wait_for(lambda: len(r.up.messages) == 3, timeout=20), r.up.messages
+    retried = r.up.messages[2]
+    (runner,) = [s for s in r.up.sessions if s.id == retried.session]
+    assert runner.id != r.up.messages[0].session, "delivered by the queue, in a session of its own"
+    if mode == "xclient":
+        x = runner.xclient[0]
+        assert (x["ADDR"], x["PORT"], x["HELO"]) == ("127.0.0.1", str(port), "client.example"), x
+    else:
+        assert (retried.xforward["ADDR"], retried.xforward["PORT"], retried.xforward["HELO"]) == (
+            "127.0.0.1", str(port), "client.example"), retried.xforward
