@@ -53,6 +53,7 @@ fn client(addr: SocketAddr, ca: &Path) -> Connector {
         ca_file: Some(ca.to_path_buf()),
         server_name: "localhost".into(),
         helo_name: "bench.localhost".into(),
+        forward_client: sealgate::upstream::ForwardClient::None,
     };
     let tls = sealgate::tls::client_config(Some(ca)).expect("client TLS config");
     Connector::new(cfg, tls, limits()).expect("connector")
@@ -87,7 +88,14 @@ async fn load(
         tasks.push(tokio::spawn(async move {
             while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < messages {
                 let ok = async {
-                    let mut s = target.connect().await.ok()?;
+                    let me = sealgate::upstream::ClientIdentity {
+                        peer: "127.0.0.1:1".parse().ok()?,
+                        local: "127.0.0.1:25".parse().ok()?,
+                        helo: Some("bench.localhost".into()),
+                        esmtp: true,
+                        login: None,
+                    };
+                    let mut s = target.connect(Some(&me)).await.ok()?;
                     let from = PathWithParams {
                         address: from.into(),
                         params: vec![],
@@ -96,7 +104,10 @@ async fn load(
                         address: to.into(),
                         params: vec![],
                     };
-                    s.mail(&from).await.ok().filter(|r| r.is_positive())?;
+                    s.mail(&from, Some(&me), "bench")
+                        .await
+                        .ok()
+                        .filter(|r| r.is_positive())?;
                     s.rcpt(&to).await.ok().filter(|r| r.is_positive())?;
                     let mut spool = Spool::new(1 << 20, None);
                     spool.write(&body).ok()?;
@@ -149,6 +160,8 @@ fn main() {
             memory_spool: 1 << 20,
             spool_dir: None,
             sign_without_auth: false,
+            allow_from: None,
+            proxy: None,
             session_timeout: Duration::from_secs(3600),
             min_data_rate: 0,
             data_rate_window: std::time::Duration::from_secs(30),
@@ -159,7 +172,7 @@ fn main() {
             .await
             .expect("sink");
         let config_text = format!(
-            "[store]\npath = \"store\"\n[[listen]]\naddress = \"127.0.0.1:0\"\ntls = \"starttls\"\ncert = \"tls/server.pem\"\nkey = \"tls/server.key\"\nsign_without_auth = true\n[upstream]\naddress = \"{sink}\"\ntls = \"starttls\"\nca_file = \"tls/ca.pem\"\nserver_name = \"localhost\"\n[limits]\nmax_connections = 10000\n"
+            "[store]\npath = \"store\"\n[[listen]]\naddress = \"127.0.0.1:0\"\ntls = \"starttls\"\ncert = \"tls/server.pem\"\nkey = \"tls/server.key\"\nsign_without_auth = true\nallow_from = [\"127.0.0.1\"]\n[upstream]\naddress = \"{sink}\"\ntls = \"starttls\"\nca_file = \"tls/ca.pem\"\nserver_name = \"localhost\"\nforward_client = \"none\"\n[limits]\nmax_connections = 10000\n"
         );
         let config = Config::parse(&config_text, dir.path()).expect("config");
         // Seed the proxy's key store with the demo keys (RSA-2048 S/MIME, Ed25519 OpenPGP).

@@ -66,6 +66,10 @@ pub struct ListenerConfig {
     pub require_tls: bool,
     /// Clients of this listener may be signed for without AUTH (e.g. the internal MTA's port).
     pub sign_without_auth: bool,
+    /// Only these clients may connect (others get 554 at connect); None: any.
+    pub allow_from: Option<crate::netlist::NetList>,
+    /// A PROXY protocol header is expected first, from these addresses only.
+    pub proxy: Option<(crate::proxy_protocol::Version, crate::netlist::NetList)>,
 }
 
 #[derive(Debug, Clone)]
@@ -78,6 +82,8 @@ pub struct UpstreamConfig {
     pub server_name: String,
     /// Our name in EHLO to the upstream.
     pub helo_name: String,
+    /// How the client's identity reaches the upstream (SECURITY.md I13).
+    pub forward_client: crate::upstream::ForwardClient,
 }
 
 #[derive(Debug, Clone)]
@@ -295,6 +301,9 @@ struct RawListen {
     require_tls: bool,
     #[serde(default)]
     sign_without_auth: bool,
+    allow_from: Option<Vec<String>>,
+    proxy_protocol: Option<String>,
+    proxy_from: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -305,6 +314,7 @@ struct RawUpstream {
     ca_file: Option<PathBuf>,
     server_name: Option<String>,
     helo_name: Option<String>,
+    forward_client: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -483,6 +493,61 @@ impl Config {
                     ),
                 }
             }
+            let allow_from = match l.allow_from.as_deref().map(crate::netlist::NetList::parse) {
+                None => None,
+                Some(Ok(list)) => Some(list),
+                Some(Err(e)) => {
+                    c.push(format!("{at}.allow_from"), e);
+                    None
+                }
+            };
+            if l.sign_without_auth && l.allow_from.is_none() {
+                // Anyone who can connect could have mail signed in any sender's name (I8).
+                c.push(
+                    format!("{at}.sign_without_auth"),
+                    "needs allow_from: the clients trusted to be signed for without AUTH",
+                );
+            }
+            use crate::proxy_protocol::Version;
+            let version = match l.proxy_protocol.as_deref() {
+                None | Some("off") => None,
+                Some("v1") => Some(Version::V1),
+                Some("v2") => Some(Version::V2),
+                Some(other) => {
+                    c.push(
+                        format!("{at}.proxy_protocol"),
+                        format!("{other:?}: must be \"v1\", \"v2\" or \"off\""),
+                    );
+                    None
+                }
+            };
+            let proxy_from = match l.proxy_from.as_deref().map(crate::netlist::NetList::parse) {
+                None => None,
+                Some(Ok(list)) => Some(list),
+                Some(Err(e)) => {
+                    c.push(format!("{at}.proxy_from"), e);
+                    None
+                }
+            };
+            let proxy = match (version, proxy_from, l.proxy_from.is_some()) {
+                (Some(v), Some(from), _) => Some((v, from)),
+                (Some(_), None, false) => {
+                    // Anyone could claim any address (and pass allow_from, and XCLIENT).
+                    c.push(
+                        format!("{at}.proxy_from"),
+                        "required with proxy_protocol: the load balancers' addresses",
+                    );
+                    None
+                }
+                (None, _, true) if matches!(l.proxy_protocol.as_deref(), None | Some("off")) => {
+                    c.push(
+                        format!("{at}.proxy_from"),
+                        "set, but proxy_protocol is off (ambiguous: set proxy_protocol too)",
+                    );
+                    None
+                }
+                _ => None,
+            };
             listeners.push(ListenerConfig {
                 address,
                 tls: l.tls,
@@ -490,6 +555,8 @@ impl Config {
                 key,
                 require_tls: l.require_tls,
                 sign_without_auth: l.sign_without_auth,
+                allow_from,
+                proxy,
             });
         }
 
@@ -521,8 +588,21 @@ impl Config {
                 if let Err(e) = tls::root_store(ca_file.as_deref()) {
                     c.push("upstream.ca_file", e.to_string());
                 }
-                match (tls_mode, hostport) {
-                    (Some(tls), Some((host, port))) => {
+                use crate::upstream::ForwardClient;
+                let forward_client = match u.forward_client.as_deref() {
+                    None | Some("xclient") => Some(ForwardClient::Xclient),
+                    Some("xforward") => Some(ForwardClient::Xforward),
+                    Some("none") => Some(ForwardClient::None),
+                    Some(other) => {
+                        c.push(
+                            "upstream.forward_client",
+                            format!("{other:?}: must be \"xclient\", \"xforward\" or \"none\""),
+                        );
+                        None
+                    }
+                };
+                match (tls_mode, hostport, forward_client) {
+                    (Some(tls), Some((host, port)), Some(forward_client)) => {
                         let server_name = u.server_name.unwrap_or_else(|| host.clone());
                         if rustls_pki_types::ServerName::try_from(server_name.clone()).is_err() {
                             c.push(
@@ -537,6 +617,7 @@ impl Config {
                             ca_file,
                             server_name,
                             helo_name: u.helo_name.unwrap_or_else(|| hostname.clone()),
+                            forward_client,
                         })
                     }
                     _ => None,
@@ -787,6 +868,7 @@ mod tests {
             [upstream]
             address = "mx.example"
             tls = "none"
+            forward_client = "maybe"
             [limits]
             max_recipients = 0
             [[policy.rule]]
@@ -802,11 +884,65 @@ mod tests {
             "upstream.tls",
             "no plaintext option",
             "upstream.address",
+            "upstream.forward_client",
             "limits.max_recipients",
             "policy.rule[0].match",
         ] {
             assert!(joined.contains(needle), "missing {needle:?} in\n{joined}");
         }
+    }
+
+    #[test]
+    fn sign_without_auth_needs_allow_from() {
+        let text = |extra: &str| {
+            format!(
+                "[store]\npath = \"s\"\n[[listen]]\naddress = \"127.0.0.1:25\"\ntls = \"none\"\n{extra}\n[upstream]\naddress = \"mx:25\"\ntls = \"starttls\"\n"
+            )
+        };
+        let errs = errors(&text("sign_without_auth = true"));
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("listen[0].sign_without_auth: needs allow_from")),
+            "{errs:?}"
+        );
+        let errs = errors(&text(
+            "sign_without_auth = true\nallow_from = [\"10.0.0.0/8\", \"::1\"]",
+        ));
+        assert!(!errs.iter().any(|e| e.starts_with("listen[0]")), "{errs:?}");
+        let errs = errors(&text("allow_from = [\"10.0.0.0/8\", \"nope\"]"));
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("listen[0].allow_from: \"nope\"")),
+            "{errs:?}"
+        );
+        let errs = errors(&text("allow_from = []"));
+        assert!(
+            errs.iter().any(|e| e.starts_with("listen[0].allow_from")),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn proxy_protocol_needs_proxy_from_and_the_reverse() {
+        let text = |extra: &str| {
+            format!(
+                "[store]\npath = \"s\"\n[[listen]]\naddress = \"127.0.0.1:25\"\ntls = \"none\"\n{extra}\n[upstream]\naddress = \"mx:25\"\ntls = \"starttls\"\n"
+            )
+        };
+        let listen_errors = |extra: &str| {
+            errors(&text(extra))
+                .into_iter()
+                .filter(|e| e.starts_with("listen[0]"))
+                .collect::<Vec<_>>()
+        };
+        assert!(listen_errors("proxy_protocol = \"v2\"")[0].contains("proxy_from: required"));
+        assert!(listen_errors("proxy_from = [\"10.0.0.1\"]")[0].contains("proxy_protocol is off"));
+        assert!(
+            listen_errors("proxy_protocol = \"v3\"\nproxy_from = [\"10.0.0.1\"]")[0]
+                .contains("proxy_protocol")
+        );
+        assert!(listen_errors("proxy_protocol = \"v1\"\nproxy_from = [\"10.0.0.1\"]").is_empty());
+        assert!(listen_errors("proxy_protocol = \"off\"").is_empty());
     }
 
     #[test]
@@ -839,6 +975,11 @@ mod tests {
         assert_eq!(cfg.store_path, dir.path().join("store"));
         assert_eq!(cfg.limits.max_message_size, 52_428_800);
         assert_eq!(cfg.limits.max_command_line, 512);
+        // Fail closed by default: the MTA must learn who the client is (SECURITY.md I13).
+        assert_eq!(
+            cfg.upstream.forward_client,
+            crate::upstream::ForwardClient::Xclient
+        );
     }
 
     #[test]

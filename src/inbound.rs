@@ -20,7 +20,8 @@ use crate::spool::Spool;
 /// local sink. Only used with static dispatch.
 #[allow(async_fn_in_trait)]
 pub trait Backend {
-    async fn features(&mut self) -> UpstreamFeatures;
+    /// The client said EHLO (`esmtp`) or HELO with `name`.
+    async fn features(&mut self, name: &str, esmtp: bool) -> UpstreamFeatures;
     async fn mail(&mut self, path: &PathWithParams) -> Reply;
     async fn rcpt(&mut self, path: &PathWithParams) -> Reply;
     /// The complete message; the reply is the client's final reply.
@@ -45,6 +46,10 @@ pub struct ListenerRuntime {
     pub session_timeout: Duration,
     /// Messages from unauthenticated clients may be signed (listen.sign_without_auth).
     pub sign_without_auth: bool,
+    /// Only these clients may connect (listen.allow_from); None: any.
+    pub allow_from: Option<crate::netlist::NetList>,
+    /// A PROXY header comes first, from these addresses only (listen.proxy_protocol).
+    pub proxy: Option<(crate::proxy_protocol::Version, crate::netlist::NetList)>,
     /// Slowest message content accepted, bytes per second over each `data_rate_window`
     /// (0: no check).
     pub min_data_rate: u64,
@@ -271,7 +276,11 @@ impl Connection<'_> {
             Action::Send(reply) => self.out.extend_from_slice(&reply.to_bytes()),
             Action::StartTls => return self.starttls().await,
             Action::Ehlo => {
-                let features = backend.features().await;
+                let (name, esmtp) = self
+                    .session
+                    .helo()
+                    .map_or((String::new(), true), |(n, e)| (n.to_string(), e));
+                let features = backend.features(&name, esmtp).await;
                 self.session.features(features);
             }
             Action::Mail(path) => {

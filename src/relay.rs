@@ -23,7 +23,7 @@ use crate::spool::Spool;
 use crate::transform::{
     self, AcceptedRecipient, Envelope, KeySource, Plan, ReadyCopy, Sealing, Settings,
 };
-use crate::upstream::{Connector, Phase, Ready, UpstreamError};
+use crate::upstream::{ClientIdentity, Connector, ForwardClient, Phase, Ready, UpstreamError};
 
 /// What every session of a server shares: the policy, the sealing settings, the keys, and the
 /// memory budget of planning and sealing.
@@ -115,18 +115,34 @@ pub struct RelayBackend {
     auth_lost: bool,
     /// The listener lets unauthenticated clients be signed for.
     sign_without_auth: bool,
+    /// Who the client is, for XCLIENT / XFORWARD (SECURITY.md I13).
+    client: ClientIdentity,
+    /// The HELO name and protocol the current upstream session was given by XCLIENT.
+    told: Option<(Option<String>, bool)>,
 }
 
 impl RelayBackend {
     /// No upstream session yet: it is opened at the client's EHLO (or, after HELO, its first
     /// MAIL), so port scanners and idle sockets never open TLS sessions to the real MTA.
+    /// `peer` is the client's real address (after any PROXY header), `local` where it
+    /// connected.
     pub fn new(
         connector: Arc<Connector>,
         pipeline: Arc<Pipeline>,
         id: &str,
         sign_without_auth: bool,
+        peer: std::net::SocketAddr,
+        local: std::net::SocketAddr,
     ) -> Self {
         RelayBackend {
+            client: ClientIdentity {
+                peer,
+                local,
+                helo: None,
+                esmtp: true,
+                login: None,
+            },
+            told: None,
             connector,
             pipeline,
             slot: Slot::Idle,
@@ -137,6 +153,22 @@ impl RelayBackend {
             auth_lost: false,
             sign_without_auth,
         }
+    }
+
+    /// Opens an upstream session that knows who the client is.
+    async fn open(&mut self) -> Result<Ready, UpstreamError> {
+        let ready = self.connector.connect(Some(&self.client)).await?;
+        self.told = Some((self.client.helo.clone(), self.client.esmtp));
+        Ok(ready)
+    }
+
+    /// The upstream session was told another HELO or protocol than the client's current
+    /// one. XCLIENT is once per session (after it the upstream sees the client, which it does
+    /// not let send XCLIENT), so the session is replaced.
+    fn told_otherwise(&self) -> bool {
+        self.connector.forward_client() == ForwardClient::Xclient
+            && matches!(self.slot, Slot::Ready(_))
+            && self.told.as_ref() != Some(&(self.client.helo.clone(), self.client.esmtp))
     }
 
     fn ready(&mut self) -> Option<&mut Ready> {
@@ -189,10 +221,13 @@ impl RelayBackend {
             }
         };
         if reply.is_positive() {
-            self.authenticated_as = Some(match &next {
+            let user = match &next {
                 AuthProgress::Done(user) | AuthProgress::LoginPassword(user) => user.clone(),
                 _ => String::new(),
-            });
+            };
+            // A later upstream session (after a new EHLO) is told the login by XCLIENT.
+            self.client.login = Some(user.clone()).filter(|u| !u.is_empty());
+            self.authenticated_as = Some(user);
         }
         self.auth = if reply.code() == 334 {
             next
@@ -209,13 +244,13 @@ impl RelayBackend {
         rcpts: &[&PathWithParams],
         content: Vec<u8>,
     ) -> Result<Reply, UpstreamError> {
-        let Some(up) = self.ready() else {
+        let Slot::Ready(up) = &mut self.slot else {
             return Err(UpstreamError::Closed(Phase::Mail));
         };
         // The sealed size differs from what the client declared.
         let mut mail = mail.clone();
         mail.params.retain(|(k, _)| k != "SIZE");
-        let reply = up.mail(&mail).await?;
+        let reply = up.mail(&mail, Some(&self.client), &self.id).await?;
         if !reply.is_positive() {
             return Ok(reply.with_enhanced_default());
         }
@@ -338,9 +373,19 @@ impl RelayBackend {
             }
             // A later copy: a verdict per recipient; whatever is not delivered is queued.
             let mut content = Spool::from_bytes(copy.content);
-            let (verdicts, error) = match self.ready() {
-                Some(up) => crate::queue::deliver(up, mail, &rcpts, &mut content).await,
-                None => {
+            let (verdicts, error) = match &mut self.slot {
+                Slot::Ready(up) => {
+                    crate::queue::deliver(
+                        up,
+                        mail,
+                        &rcpts,
+                        &mut content,
+                        Some(&self.client),
+                        &self.id,
+                    )
+                    .await
+                }
+                _ => {
                     let gone = Verdict::Temporary(Self::gone());
                     (vec![gone; rcpts.len()], None)
                 }
@@ -440,6 +485,7 @@ impl RelayBackend {
                     reason,
                     size: size as u64,
                     bounce_requested: false,
+                    client: Some(self.client.clone()),
                 }
             };
         let rcpt = |r: usize, state: RcptState, reply: Option<String>| QRecipient {
@@ -602,9 +648,15 @@ fn login_user(decoded: Option<Zeroizing<Vec<u8>>>) -> AuthProgress {
 }
 
 impl Backend for RelayBackend {
-    async fn features(&mut self) -> UpstreamFeatures {
+    async fn features(&mut self, name: &str, esmtp: bool) -> UpstreamFeatures {
+        self.client.helo = Some(name.to_string());
+        self.client.esmtp = esmtp;
+        if self.told_otherwise() {
+            tracing::debug!(session = %self.id, "client greeted again under another name; new upstream session");
+            self.close().await;
+        }
         if matches!(self.slot, Slot::Idle) {
-            self.slot = match self.connector.connect().await {
+            self.slot = match self.open().await {
                 Ok(ready) => Slot::Ready(Box::new(ready)),
                 Err(e) => {
                     tracing::warn!(session = %self.id, error = %e, "upstream session failed");
@@ -642,16 +694,16 @@ impl Backend for RelayBackend {
         }
         match std::mem::replace(&mut self.slot, Slot::Idle) {
             Slot::Failed(e) => return e.client_reply(),
-            Slot::Idle => match self.connector.connect().await {
+            Slot::Idle => match self.open().await {
                 Ok(r) => self.slot = Slot::Ready(Box::new(r)),
                 Err(e) => return self.lost(e),
             },
             other => self.slot = other,
         }
-        let Some(up) = self.ready() else {
+        let Slot::Ready(up) = &mut self.slot else {
             return Self::gone();
         };
-        let reply = match up.mail(path).await {
+        let reply = match up.mail(path, Some(&self.client), &self.id).await {
             Ok(reply) => reply.with_enhanced_default(),
             // A session kept idle while the client was slow may have been closed by the
             // upstream: open a fresh one once (nothing was accepted on the old one).
@@ -660,11 +712,11 @@ impl Backend for RelayBackend {
             {
                 tracing::debug!(session = %self.id, "upstream session was closed; reconnecting");
                 self.slot = Slot::Idle;
-                let mut fresh = match self.connector.connect().await {
+                let mut fresh = match self.open().await {
                     Ok(r) => r,
                     Err(e) => return self.lost(e),
                 };
-                let reply = fresh.mail(path).await;
+                let reply = fresh.mail(path, Some(&self.client), &self.id).await;
                 self.slot = Slot::Ready(Box::new(fresh));
                 match reply {
                     Ok(reply) => reply.with_enhanced_default(),

@@ -14,6 +14,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::config::{Config, ListenTls};
 use crate::inbound::{self, ListenerRuntime};
+use crate::proxy_protocol;
 use crate::queue::Queue;
 use crate::relay::{MemoryBudget, Pipeline, RelayBackend};
 use crate::smtp::SessionConfig;
@@ -161,6 +162,8 @@ impl Server {
                     .min(std::time::Duration::from_secs(60)),
                 memory_spool: limits.memory_spool,
                 sign_without_auth: l.sign_without_auth,
+                allow_from: l.allow_from.clone(),
+                proxy: l.proxy.clone(),
                 session_timeout: limits.session_timeout,
                 spool_dir: config.spool_dir.clone(),
                 min_data_rate: limits.min_data_rate,
@@ -242,18 +245,62 @@ impl Server {
                         tokio::spawn(refuse(tcp, peer, "Too many connections"));
                         continue;
                     };
-                    let Some(slot) = per_ip.acquire(peer.ip(), max_per_ip) else {
-                        tokio::spawn(refuse(tcp, peer, "Too many connections from your address"));
-                        continue;
-                    };
                     let rt = rt.clone();
                     let connector = connector.clone();
                     let pipeline = pipeline.clone();
+                    let per_ip = per_ip.clone();
                     tokio::spawn(async move {
+                        let mut tcp = tcp;
                         let id = inbound::session_id();
+                        let local = tcp.local_addr().unwrap_or(peer);
                         tracing::debug!(session = %id, %peer, "connection");
-                        let mut backend =
-                            RelayBackend::new(connector, pipeline, &id, rt.sign_without_auth);
+                        // Behind a load balancer, the client is the one its header names: that
+                        // address is what allow_from, the per-address limit, the logs and
+                        // XCLIENT/XFORWARD use.
+                        let (peer, local) = match &rt.proxy {
+                            None => (peer, local),
+                            Some((version, from)) => {
+                                if !from.contains(peer.ip()) {
+                                    tracing::warn!(session = %id, %peer, "connection closed: not in proxy_from");
+                                    return;
+                                }
+                                match proxy_protocol::read_header(
+                                    &mut tcp,
+                                    *version,
+                                    rt.handshake_timeout,
+                                )
+                                .await
+                                {
+                                    Ok(h) => {
+                                        let real = h.addresses.unwrap_or((peer, local));
+                                        tracing::debug!(session = %id, proxy = %peer, client = %real.0, "PROXY header");
+                                        real
+                                    }
+                                    Err(e) => {
+                                        tracing::warn!(session = %id, proxy = %peer, error = %e, "connection closed: no valid PROXY header");
+                                        return;
+                                    }
+                                }
+                            }
+                        };
+                        if let Some(allowed) = &rt.allow_from {
+                            if !allowed.contains(peer.ip()) {
+                                deny(tcp, peer, &rt.session.hostname).await;
+                                return;
+                            }
+                        }
+                        let Some(slot) = per_ip.acquire(peer.ip(), max_per_ip) else {
+                            refuse(tcp, peer, "Too many connections from your address").await;
+                            return;
+                        };
+                        let mut backend = RelayBackend::new(
+                            connector,
+                            pipeline,
+                            &id,
+                            rt.sign_without_auth,
+                            peer,
+                            local,
+                        );
                         inbound::serve(tcp, peer, rt, &mut backend, &id).await;
                         drop(slot);
                         drop(permit);
@@ -280,6 +327,19 @@ impl Server {
 async fn refuse(mut tcp: tokio::net::TcpStream, peer: SocketAddr, why: &str) {
     tracing::warn!(%peer, reason = why, "connection refused");
     let reply = format!("421 4.7.0 {why}, try again later\r\n");
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        tcp.write_all(reply.as_bytes()),
+    )
+    .await;
+    let _ = tcp.shutdown().await;
+}
+
+/// A client outside the listener's `allow_from`: 554 instead of the greeting (RFC 5321 3.1),
+/// then the connection is closed.
+async fn deny(mut tcp: tokio::net::TcpStream, peer: SocketAddr, hostname: &str) {
+    tracing::warn!(%peer, "connection refused: address not in allow_from");
+    let reply = format!("554 5.7.1 {hostname} No SMTP service for your address\r\n");
     let _ = tokio::time::timeout(
         std::time::Duration::from_secs(5),
         tcp.write_all(reply.as_bytes()),

@@ -37,7 +37,7 @@ impl FolderBackend {
 }
 
 impl Backend for FolderBackend {
-    async fn features(&mut self) -> UpstreamFeatures {
+    async fn features(&mut self, _name: &str, _esmtp: bool) -> UpstreamFeatures {
         UpstreamFeatures {
             size: None,
             eightbitmime: true,

@@ -156,10 +156,15 @@ def build_config(workdir: Path, pki: dict, upstream_addr: str, *, listen: Option
         d = {"address": "127.0.0.1:0", "tls": "starttls", "cert": pki["server"],
              "key": pki["server_key"], "require_tls": False}
         d.update(l)
+        if d.get("sign_without_auth") and "allow_from" not in d:
+            d["allow_from"] = ["127.0.0.1"]  # check-config requires it
         if d.get("tls") == "none":
             d.setdefault("cert", None)
         listeners.append(d)
-    up = {"address": upstream_addr, "tls": "starttls", "ca_file": pki["ca"], "server_name": "localhost"}
+    # The scripted upstream offers no XCLIENT unless a test asks: tests of client identity
+    # set forward_client themselves (None: the default, xclient).
+    up = {"address": upstream_addr, "tls": "starttls", "ca_file": pki["ca"], "server_name": "localhost",
+          "forward_client": "none"}
     up.update(upstream_cfg or {})
     lim = dict(DEFAULT_LIMITS)
     lim.update(limits or {})

@@ -218,3 +218,17 @@ def test_readme_key_commands_work_as_written(tmp_path):
         assert "removed x509:bebf05ef335e8" in outputs[-1]
     finally:
         d.stop()
+
+
+def test_readme_postfix_recipes_are_the_tested_files():
+    """The README's main.cf/master.cf blocks are the lines of deploy/postfix/*/ (the files
+    tests/test_postfix_recipes.py runs), in order."""
+    from pathlib import Path
+    repo = Path(__file__).resolve().parent.parent
+    readme = (repo / "README.md").read_text()
+    for recipe in ("edge", "before-queue", "after-queue"):
+        for name in ("main.cf", "master.cf"):
+            lines = [l for l in (repo / "deploy" / "postfix" / recipe / name).read_text().splitlines()
+                     if l.strip() and not l.lstrip().startswith("#")]
+            block = f"# {name}\n" + "\n".join(lines) + "\n"
+            assert block in readme, f"README lacks deploy/postfix/{recipe}/{name} as tested:\n{block}"

@@ -282,7 +282,8 @@ def test_root_is_sent_to_the_service_user_for_key_commands(deb, workdir, pki):
 
 
 def test_serve_as_the_service_user_relays_a_message(deb, workdir, pki, upstream_factory):
-    up = upstream_factory()
+    # The configuration keeps the default forward_client ("xclient"): the upstream offers it.
+    up = upstream_factory(xclient=["NAME", "ADDR", "PROTO", "HELO", "PORT", "LOGIN", "DESTADDR", "DESTPORT"])
     cfg = write_config(workdir, pki, up.address)
     p = as_service(BIN, "check-config", "--config", str(cfg))
     assert p.returncode == 0 and "OK" in p.stdout, p.stderr

@@ -98,6 +98,8 @@ pub async fn run(opts: DemoOptions) -> Result<(), DemoError> {
         memory_spool: 1024 * 1024,
         spool_dir: None,
         sign_without_auth: false,
+        allow_from: None,
+        proxy: None,
         session_timeout: std::time::Duration::from_secs(3600),
         min_data_rate: 0,
         data_rate_window: std::time::Duration::from_secs(30),
@@ -137,14 +139,23 @@ cert = "tls/server.pem"
 key = "tls/server.key"
 require_tls = false
 sign_without_auth = true           # demo on loopback: clients may be signed for without AUTH
+allow_from = {allow_from}          # who may connect (sign_without_auth needs it)
 
 [upstream]
 address = "{sink_addr}"
 tls = "starttls"
 ca_file = "tls/ca.pem"
 server_name = "localhost"
+forward_client = "none"           # the demo's sink is not an MTA: it has no relay checks to feed
 "#,
-        listen = opts.listen
+        listen = opts.listen,
+        // On loopback, loopback only; a demo listening elsewhere keeps serving anyone (its
+        // keys are public on purpose).
+        allow_from = if opts.listen.ip().is_loopback() {
+            r#"["127.0.0.0/8", "::1"]"#
+        } else {
+            r#"["0.0.0.0/0", "::/0"]"#
+        },
     );
     let config_path = dir.join("sealgate.toml");
     write(&config_path, &config_text)?;

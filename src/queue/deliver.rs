@@ -4,7 +4,7 @@
 use crate::smtp::command::PathWithParams;
 use crate::smtp::{Reply, ReplyError};
 use crate::spool::Spool;
-use crate::upstream::{Phase, Ready, UpstreamError};
+use crate::upstream::{ClientIdentity, Phase, Ready, UpstreamError};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Verdict {
@@ -43,12 +43,14 @@ pub async fn deliver(
     mail: &PathWithParams,
     rcpts: &[PathWithParams],
     content: &mut Spool,
+    client: Option<&ClientIdentity>,
+    ident: &str,
 ) -> (Vec<Verdict>, Option<UpstreamError>) {
     let all = |v: Verdict| vec![v; rcpts.len()];
     let temp_of = |e: &UpstreamError| Verdict::Temporary(e.client_reply());
     let mut mail = mail.clone();
     mail.params.retain(|(k, _)| k != "SIZE");
-    match up.mail(&mail).await {
+    match up.mail(&mail, client, ident).await {
         Ok(r) if r.is_positive() => {}
         Ok(r) => return (all(Verdict::of(r)), None),
         Err(e) => return (all(temp_of(&e)), Some(e)),

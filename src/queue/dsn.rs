@@ -266,6 +266,7 @@ mod tests {
             reason: String::new(),
             size: 0,
             bounce_requested: false,
+            client: None,
         }
     }
 

@@ -114,6 +114,11 @@ pub struct Meta {
     /// `sealgate queue bounce`: return it to the sender now.
     #[serde(default)]
     pub bounce_requested: bool,
+    /// The client the copy came from, told to the upstream again at each attempt (XCLIENT /
+    /// XFORWARD, SECURITY.md I13). None (entries written before it was recorded): the
+    /// upstream sees sealgate.
+    #[serde(default)]
+    pub client: Option<crate::upstream::ClientIdentity>,
 }
 
 impl Meta {

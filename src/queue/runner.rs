@@ -315,7 +315,7 @@ impl Queue {
             .iter()
             .map(|&i| meta.recipients[i].path.to_path())
             .collect();
-        let mut up = match connector.connect().await {
+        let mut up = match connector.connect(meta.client.as_ref()).await {
             Ok(up) => up,
             Err(e) => {
                 let line = format!("{} ({e})", reply_line(&e.client_reply()));
@@ -332,6 +332,8 @@ impl Queue {
             &meta.sender.to_path(),
             &rcpts,
             &mut Spool::from_bytes(content),
+            meta.client.as_ref(),
+            &meta.id,
         )
         .await;
         if error.is_none() {
@@ -469,13 +471,16 @@ impl Queue {
             address: meta.sender.address.clone(),
             params: Vec::new(),
         };
-        let outcome = match connector.connect().await {
+        // A notification is sealgate's own mail: the upstream sees sealgate as its client.
+        let outcome = match connector.connect(None).await {
             Ok(mut up) => {
                 let (v, error) = deliver(
                     &mut up,
                     &mail,
                     std::slice::from_ref(&to),
                     &mut Spool::from_bytes(report),
+                    None,
+                    &meta.id,
                 )
                 .await;
                 if error.is_none() {

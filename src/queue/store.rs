@@ -369,6 +369,7 @@ mod tests {
             reason: "test".into(),
             size: 5,
             bounce_requested: false,
+            client: None,
         }
     }
 

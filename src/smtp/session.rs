@@ -95,7 +95,9 @@ pub enum Action {
     /// The 220 to STARTTLS is queued: flush it, then run the TLS handshake and call
     /// `tls_established`. Bytes the client sent behind STARTTLS were discarded.
     StartTls,
-    /// EHLO: answer with `features` (the upstream's, or defaults when it is unavailable).
+    /// EHLO or HELO (see [`Session::helo`]): answer with `features` (the upstream's, or
+    /// defaults when it is unavailable). The upstream session opens here, when the client's
+    /// name is known.
     Ehlo,
     /// Open an upstream transaction; answer with the upstream's reply.
     Mail(PathWithParams),
@@ -163,6 +165,8 @@ pub struct Session {
     phase: Phase,
     tls: bool,
     greeted: Greeted,
+    /// The name in the last EHLO or HELO.
+    helo: Option<String>,
     features: UpstreamFeatures,
     authenticated: bool,
     mail_accepted: bool,
@@ -194,6 +198,7 @@ impl Session {
             phase: Phase::Command,
             tls,
             greeted: Greeted::No,
+            helo: None,
             features: UpstreamFeatures::default(),
             authenticated: false,
             mail_accepted: false,
@@ -235,6 +240,13 @@ impl Session {
         self.authenticated
     }
 
+    /// The name the client gave in its last EHLO or HELO, and whether it was EHLO.
+    pub fn helo(&self) -> Option<(&str, bool)> {
+        self.helo
+            .as_deref()
+            .map(|h| (h, self.greeted != Greeted::Helo))
+    }
+
     /// How many plaintext bytes pipelined behind STARTTLS were thrown away (I2).
     pub fn discarded_after_starttls(&self) -> usize {
         self.discarded_after_starttls
@@ -264,6 +276,10 @@ impl Session {
             return;
         }
         self.pending = None;
+        if self.greeted == Greeted::Helo {
+            self.features = UpstreamFeatures::default();
+            return self.send(Reply::plain(250, vec![self.cfg.hostname.clone()]));
+        }
         self.features = features;
         let mut lines = vec![
             self.cfg.hostname.clone(),
@@ -552,16 +568,18 @@ impl Session {
             }
         }
         match cmd {
-            Command::Ehlo(_) => {
+            Command::Ehlo(name) => {
                 self.reset_transaction();
                 self.greeted = Greeted::Ehlo;
+                self.helo = Some(name);
                 self.ask(Pending::Features, Action::Ehlo);
             }
-            Command::Helo(_) => {
+            Command::Helo(name) => {
                 self.reset_transaction();
                 self.greeted = Greeted::Helo;
+                self.helo = Some(name);
                 self.features = UpstreamFeatures::default();
-                self.send(Reply::plain(250, vec![self.cfg.hostname.clone()]));
+                self.ask(Pending::Features, Action::Ehlo);
             }
             Command::StartTls => self.starttls(),
             Command::Auth { mechanism, .. } => self.auth(&mechanism, line),

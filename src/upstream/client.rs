@@ -14,6 +14,7 @@ use tokio_rustls::TlsConnector;
 
 use super::conn::Conn;
 use super::error::{Phase, UpstreamError};
+use super::identity::{ClientIdentity, ForwardClient, IdentityError};
 use crate::config::{Limits, UpstreamConfig, UpstreamTls};
 use crate::smtp::command::PathWithParams;
 use crate::smtp::data::DotStuffer;
@@ -44,8 +45,15 @@ impl Connector {
         })
     }
 
-    /// Connects, secures and greets the upstream; returns a session ready for a transaction.
-    pub async fn connect(&self) -> Result<Ready, UpstreamError> {
+    pub fn forward_client(&self) -> ForwardClient {
+        self.cfg.forward_client
+    }
+
+    /// Connects, secures and greets the upstream, then tells it who the client is (XCLIENT,
+    /// when `forward_client = "xclient"`); returns a session ready for a transaction.
+    /// `client` is None only for mail sealgate writes itself (delivery status notifications):
+    /// then the upstream rightly sees sealgate as the client.
+    pub async fn connect(&self, client: Option<&ClientIdentity>) -> Result<Ready, UpstreamError> {
         let started = Instant::now();
         let tcp = tokio::time::timeout(
             self.limits.connect_timeout,
@@ -55,7 +63,7 @@ impl Connector {
         .map_err(|_| UpstreamError::Timeout(Phase::Connect))?
         .map_err(UpstreamError::Connect)?;
         let _ = tcp.set_nodelay(true);
-        let ready = match self.cfg.tls {
+        let mut ready = match self.cfg.tls {
             UpstreamTls::Implicit => {
                 let tls = self.handshake(tcp).await?;
                 Greeted::read(Conn::new(tls, self.limits.upstream_timeout))
@@ -77,6 +85,10 @@ impl Connector {
                     .into_ready()
             }
         };
+        ready.forward = self.cfg.forward_client;
+        if let (ForwardClient::Xclient, Some(client)) = (ready.forward, client) {
+            ready.xclient(client).await?;
+        }
         tracing::debug!(
             elapsed_ms = started.elapsed().as_millis() as u64,
             "upstream session ready"
@@ -147,6 +159,29 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Greeted<S> {
     }
 }
 
+/// An EHLO (or HELO) that is not the first of the session: after XCLIENT.
+async fn greet_again<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Conn<S>,
+    name: &str,
+    esmtp: bool,
+) -> Result<Extensions, UpstreamError> {
+    let verb = if esmtp { "EHLO" } else { "HELO" };
+    let reply = conn
+        .command(format!("{verb} {name}").as_bytes(), Phase::Ehlo)
+        .await?;
+    if reply.code() != 250 {
+        return Err(UpstreamError::Refused {
+            phase: Phase::Ehlo,
+            reply,
+        });
+    }
+    Ok(if esmtp {
+        Extensions::parse(&reply)
+    } else {
+        Extensions::default()
+    })
+}
+
 /// EHLO done.
 struct Capable<S> {
     conn: Conn<S>,
@@ -176,6 +211,7 @@ impl Capable<TlsStream<TcpStream>> {
         Ready {
             conn: self.conn,
             extensions: self.extensions,
+            forward: ForwardClient::None,
         }
     }
 }
@@ -190,6 +226,10 @@ pub struct Extensions {
     pub dsn: bool,
     pub pipelining: bool,
     pub auth: Vec<String>,
+    /// The XCLIENT attributes offered (upper case); None: no XCLIENT.
+    pub xclient: Option<Vec<String>>,
+    /// The XFORWARD attributes offered (upper case); None: no XFORWARD.
+    pub xforward: Option<Vec<String>>,
 }
 
 impl Extensions {
@@ -205,6 +245,8 @@ impl Extensions {
                 "SMTPUTF8" => ext.smtputf8 = true,
                 "DSN" => ext.dsn = true,
                 "PIPELINING" => ext.pipelining = true,
+                "XCLIENT" => ext.xclient = Some(words.map(str::to_ascii_uppercase).collect()),
+                "XFORWARD" => ext.xforward = Some(words.map(str::to_ascii_uppercase).collect()),
                 "AUTH" => {
                     for m in words.map(str::to_ascii_uppercase) {
                         if matches!(m.as_str(), "PLAIN" | "LOGIN") && !ext.auth.contains(&m) {
@@ -223,6 +265,7 @@ impl Extensions {
 pub struct Ready {
     conn: Conn<TlsStream<TcpStream>>,
     extensions: Extensions,
+    forward: ForwardClient,
 }
 
 impl Ready {
@@ -241,7 +284,53 @@ impl Ready {
         }
     }
 
-    pub async fn mail(&mut self, path: &PathWithParams) -> Result<Reply, UpstreamError> {
+    /// XCLIENT with what we know of the client, then the new greeting and our EHLO (or HELO)
+    /// with the client's name, which the upstream takes as the client's HELO. Not offered, or
+    /// refused: an error (the caller answers 451 4.7.0 and sends nothing).
+    async fn xclient(&mut self, client: &ClientIdentity) -> Result<(), UpstreamError> {
+        let offered = self
+            .extensions
+            .xclient
+            .as_deref()
+            .ok_or(IdentityError::NotOffered("XCLIENT"))?;
+        let line = client.xclient(offered)?;
+        let reply = self.conn.command(line.as_bytes(), Phase::Xclient).await?;
+        // Postfix and Exim answer with a new greeting (220); the first description of the
+        // extension said 250. Either way the session starts over with EHLO.
+        if !matches!(reply.code(), 220 | 250) {
+            return Err(UpstreamError::IdentityRefused {
+                phase: Phase::Xclient,
+                reply,
+            });
+        }
+        self.extensions =
+            greet_again(&mut self.conn, &client.helo_for_upstream(), client.esmtp).await?;
+        Ok(())
+    }
+
+    /// Opens a transaction: XFORWARD first when the upstream is to be told that way (its
+    /// attributes last one transaction), then MAIL. `client` None: mail sealgate writes itself.
+    pub async fn mail(
+        &mut self,
+        path: &PathWithParams,
+        client: Option<&ClientIdentity>,
+        ident: &str,
+    ) -> Result<Reply, UpstreamError> {
+        if let (ForwardClient::Xforward, Some(client)) = (self.forward, client) {
+            let offered = self
+                .extensions
+                .xforward
+                .as_deref()
+                .ok_or(IdentityError::NotOffered("XFORWARD"))?;
+            let line = client.xforward(offered, ident)?;
+            let reply = self.conn.command(line.as_bytes(), Phase::Xforward).await?;
+            if reply.code() != 250 {
+                return Err(UpstreamError::IdentityRefused {
+                    phase: Phase::Xforward,
+                    reply,
+                });
+            }
+        }
         let mut path = path.clone();
         if !self.extensions.eightbitmime {
             path.params.retain(|(k, _)| k != "BODY");
@@ -331,8 +420,18 @@ mod tests {
                 dsn: true,
                 pipelining: false,
                 auth: vec!["LOGIN".into(), "PLAIN".into()],
+                xclient: None,
+                xforward: None,
             }
         );
+        let wire = b"250-mx.test\r\n250-XCLIENT NAME addr PROTO\r\n250 XFORWARD\r\n";
+        let (reply, _) = ReplyParser::default().parse(wire).unwrap().unwrap();
+        let ext = Extensions::parse(&reply);
+        assert_eq!(
+            ext.xclient,
+            Some(vec!["NAME".into(), "ADDR".into(), "PROTO".into()])
+        );
+        assert_eq!(ext.xforward, Some(vec![]));
         // The first line is the server's name, not an extension.
         let (reply, _) = ReplyParser::default()
             .parse(b"250 STARTTLS\r\n")

@@ -13,6 +13,8 @@ pub enum Phase {
     StartTls,
     Handshake,
     Auth,
+    Xclient,
+    Xforward,
     Mail,
     Rcpt,
     Data,
@@ -31,6 +33,8 @@ impl fmt::Display for Phase {
             Phase::StartTls => "STARTTLS",
             Phase::Handshake => "TLS handshake",
             Phase::Auth => "AUTH",
+            Phase::Xclient => "XCLIENT",
+            Phase::Xforward => "XFORWARD",
             Phase::Mail => "MAIL",
             Phase::Rcpt => "RCPT",
             Phase::Data => "DATA",
@@ -71,6 +75,11 @@ pub enum UpstreamError {
     Certificate(String),
     #[error("TLS handshake with upstream failed: {0}")]
     Handshake(String),
+    /// forward_client is configured and the upstream cannot take the client's identity.
+    #[error("client identity not forwarded: {0}")]
+    Identity(#[from] super::IdentityError),
+    #[error("upstream refused {phase}: {reply}")]
+    IdentityRefused { phase: Phase, reply: Reply },
 }
 
 impl UpstreamError {
@@ -108,6 +117,13 @@ impl UpstreamError {
                 "4.7.5",
                 "Upstream server certificate could not be verified, try again later",
             ),
+            // Never sent without it (SECURITY.md I13): the upstream would take sealgate for
+            // the client.
+            UpstreamError::Identity(_) | UpstreamError::IdentityRefused { .. } => Reply::new(
+                451,
+                "4.7.0",
+                "Upstream server cannot be told who you are, try again later",
+            ),
         }
     }
 }
@@ -140,6 +156,11 @@ mod tests {
             UpstreamError::InjectedAfterStartTls,
             UpstreamError::Certificate("expired".into()),
             UpstreamError::Handshake("protocol version".into()),
+            UpstreamError::Identity(super::super::IdentityError::NotOffered("XCLIENT")),
+            UpstreamError::IdentityRefused {
+                phase: Phase::Xclient,
+                reply: Reply::new(550, "5.7.0", "insufficient authorization"),
+            },
         ];
         for e in all {
             let r = e.client_reply();
@@ -147,6 +168,12 @@ mod tests {
             assert_eq!(r.status().map(|s| s.0), Some(4), "{e}");
         }
         assert_eq!(UpstreamError::NoStartTls.client_reply().code(), 454);
+        let r = UpstreamError::Identity(super::super::IdentityError::NotOffered("XCLIENT"))
+            .client_reply();
+        assert_eq!(
+            (r.code(), r.status().map(|s| (s.0, s.1, s.2))),
+            (451, Some((4, 7, 0)))
+        );
         assert_eq!(
             UpstreamError::Certificate(String::new())
                 .client_reply()

@@ -3,6 +3,8 @@
 mod client;
 mod conn;
 mod error;
+mod identity;
 
 pub use client::{Connector, Extensions, Ready};
 pub use error::{Phase, UpstreamError};
+pub use identity::{xtext, ClientIdentity, ForwardClient, IdentityError};

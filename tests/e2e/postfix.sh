@@ -1,10 +1,15 @@
 #!/bin/sh
 # Private, throwaway Postfix instance for sealgate's end-to-end tests.
 #
-#   postfix.sh start DIR PORT CERT KEY   configure + start; listens on 127.0.0.1:PORT only,
+#   postfix.sh start DIR PORT CERT KEY [MAIN [MASTER]]
+#                                        configure + start; listens on 127.0.0.1:PORT only,
 #                                        STARTTLS offered (smtpd_tls_security_level=may) with
 #                                        CERT/KEY; every recipient in e2e.test and any other
-#                                        domain is delivered to the Maildir DIR/mail/inbox/
+#                                        domain is delivered to the Maildir DIR/mail/inbox/.
+#                                        MAIN: a file of main.cf settings applied on top
+#                                        (postconf -e, one "name = value" a line; # comments);
+#                                        MASTER: master.cf service lines that replace the
+#                                        default smtpd line (they must listen on PORT).
 #   postfix.sh stop DIR                  stop it (and wait for the master to exit)
 #   postfix.sh log DIR                   print its log
 #
@@ -92,8 +97,13 @@ smtpd_hard_error_limit = 1000
 smtpd_client_connection_rate_limit = 0
 anvil_rate_time_unit = 60s
 EOF
-    cat > "$dir/etc/master.cf" <<EOF
-127.0.0.1:$port inet n - n - - smtpd
+    main_extra=${6:-}; master_extra=${7:-}
+    if [ -n "$master_extra" ]; then
+        cp "$master_extra" "$dir/etc/master.cf"
+    else
+        echo "127.0.0.1:$port inet n - n - - smtpd" > "$dir/etc/master.cf"
+    fi
+    cat >> "$dir/etc/master.cf" <<EOF
 pickup    unix  n       -       n       60      1       pickup
 cleanup   unix  n       -       n       -       0       cleanup
 qmgr      unix  n       -       n       300     1       qmgr
@@ -119,6 +129,11 @@ anvil     unix  -       -       n       -       1       anvil
 scache    unix  -       -       n       -       1       scache
 postlog   unix-dgram n  -       n       -       1       postlogd
 EOF
+    if [ -n "$main_extra" ]; then
+        grep -v '^[[:space:]]*#' "$main_extra" | grep -v '^[[:space:]]*$' | while IFS= read -r line; do
+            postconf -c "$dir/etc" -e "$line"
+        done
+    fi
     # create the queue tree with the right owners, then start
     postfix -c "$dir/etc" set-permissions >/dev/null 2>&1 || true
     postfix -c "$dir/etc" check

@@ -39,11 +39,13 @@ class RawSMTP:
     """Byte-exact SMTP client: send what you want, read replies one by one."""
 
     def __init__(self, host: str, port: int, timeout: float = 10.0, implicit_tls: bool = False,
-                 ca_file: Optional[str] = None, server_hostname: str = "localhost"):
+                 ca_file: Optional[str] = None, server_hostname: str = "localhost",
+                 source: Optional[str] = None):
         self.host, self.port, self.timeout = host, port, timeout
         self.ca_file = ca_file
         self.server_hostname = server_hostname
-        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.sock = socket.create_connection((host, port), timeout=timeout,
+                                             source_address=(source, 0) if source else None)
         self.buf = bytearray()
         self.tls = False
         self.transcript = bytearray()   # everything received, for debugging

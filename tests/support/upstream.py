@@ -57,6 +57,12 @@ Script keys (all optional; see DEFAULTS):
   max_line                   longest command line accepted (default 65536)
   max_message                largest message accepted (default 128 MiB)
   idle_timeout               seconds a connection may be idle (default 60)
+  xclient                    list of XCLIENT attribute names to advertise (null: no XCLIENT);
+                             like Postfix, XCLIENT is no longer offered once it succeeded
+  xclient_reply              reply to XCLIENT (default: a new greeting, as Postfix sends);
+                             a 2xx reply starts the session over (EHLO needed)
+  xforward                   list of XFORWARD attribute names to advertise (null: none)
+  xforward_reply             reply to XFORWARD (default "250 2.0.0 Ok")
 
 A reply "spec" is an int (code; a default text is added), a string (a full reply
 line, e.g. "451 4.3.0 try later"; multi-line replies may be given as a list of
@@ -112,6 +118,10 @@ DEFAULTS: dict[str, Any] = {
     "max_line": 65536,
     "max_message": 128 * 1024 * 1024,
     "idle_timeout": 60.0,
+    "xclient": None,
+    "xclient_reply": None,
+    "xforward": None,
+    "xforward_reply": "250 2.0.0 Ok",
 }
 
 DEFAULT_TEXT = {
@@ -181,6 +191,7 @@ class Transaction:
     complete: bool = False           # end of data seen
     terminator: Optional[bytes] = None  # the bytes that ended the data (strict: b"\r\n.\r\n")
     final_reply: Any = None          # spec sent after the dot (code / "silent" / "close")
+    xforward: dict = field(default_factory=dict)   # XFORWARD attributes in force at MAIL (decoded)
 
     @property
     def mail_from(self) -> bytes:
@@ -203,8 +214,37 @@ class Transaction:
             "data_reply": self.data_reply, "complete": self.complete,
             "content": self.content.decode("latin-1") if self.content is not None else None,
             "raw_data": self.raw_data.decode("latin-1"),
-            "final_reply": self.final_reply,
+            "final_reply": self.final_reply, "xforward": self.xforward,
         }
+
+
+def xtext_decode(value: bytes) -> bytes:
+    """RFC 1891 xtext; raises ValueError on a malformed "+HH"."""
+    out, i = bytearray(), 0
+    while i < len(value):
+        if value[i:i + 1] == b"+":
+            h = value[i + 1:i + 3]
+            if len(h) != 2 or not all(c in b"0123456789ABCDEF" for c in h):
+                raise ValueError(f"bad xtext {value!r}")
+            out.append(int(h, 16))
+            i += 3
+        else:
+            out.append(value[i])
+            i += 1
+    return bytes(out)
+
+
+def parse_attributes(line: bytes) -> dict:
+    """'XCLIENT A=v B=w' -> {"A": "v", "B": "w"} (names upper case, values xtext-decoded)."""
+    attrs = {}
+    for word in line.split(b" ")[1:]:
+        if not word:
+            continue
+        name, sep, value = word.partition(b"=")
+        if not sep:
+            raise ValueError(f"attribute without '=': {word!r}")
+        attrs[name.decode("ascii").upper()] = xtext_decode(value).decode("utf-8", "replace")
+    return attrs
 
 
 def _addr(line: bytes) -> bytes:
@@ -238,6 +278,8 @@ class Session:
     transactions: list = field(default_factory=list)
     closed: bool = False
     close_reason: str = ""
+    xclient: list = field(default_factory=list)  # one dict per accepted XCLIENT (decoded values)
+    helo_names: list = field(default_factory=list)  # (verb, name) of every EHLO/HELO
 
     @property
     def raw(self) -> bytes:
@@ -261,6 +303,7 @@ class Session:
             "auth": self.auth, "violations": self.violations,
             "transactions": [t.to_json() for t in self.transactions],
             "closed": self.closed, "close_reason": self.close_reason,
+            "xclient": self.xclient, "helo_names": self.helo_names,
         }
 
 
@@ -538,6 +581,10 @@ class Upstream:
             lines.append("AUTH PLAIN LOGIN")
         if c["advertise_starttls"] and not sess.tls:
             lines.append("STARTTLS")
+        if c["xclient"] is not None and not sess.xclient:
+            lines.append(" ".join(["XCLIENT"] + list(c["xclient"])))
+        if c["xforward"] is not None:
+            lines.append(" ".join(["XFORWARD"] + list(c["xforward"])))
         lines.extend(c["ehlo_extensions"])
         return ["250 " + l for l in lines]
 
@@ -582,6 +629,7 @@ class Upstream:
         txn: Optional[Transaction] = None
         helo = False
         authed = False
+        xforward: dict = {}
         while True:
             raw_line, overlong = conn.readline(int(c["max_line"]))
             if overlong:
@@ -602,6 +650,8 @@ class Upstream:
                 self._delay("ehlo")
                 txn = None
                 helo = True
+                xforward = {}
+                sess.helo_names.append((verb.decode(), line[5:].decode("utf-8", "replace")))
                 if verb == b"HELO":
                     conn.send(f"250 {c['hostname']}\r\n".encode())
                 else:
@@ -631,6 +681,52 @@ class Upstream:
                 txn = None
             elif verb == b"AUTH":
                 authed = self._auth(conn, sess, line, authed)
+            elif verb == b"XCLIENT":
+                if c["xclient"] is None or sess.xclient:
+                    conn.send(b"550 5.7.0 Error: insufficient authorization\r\n")
+                    continue
+                if txn is not None:
+                    conn.send(b"503 5.5.1 Error: MAIL transaction in progress\r\n")
+                    continue
+                try:
+                    attrs = parse_attributes(line)
+                except ValueError as e:
+                    sess.violations.append(f"malformed XCLIENT: {e}")
+                    conn.send(b"501 5.5.4 Bad XCLIENT syntax\r\n")
+                    continue
+                unknown = set(attrs) - {a.upper() for a in c["xclient"]}
+                if unknown:
+                    sess.violations.append(f"XCLIENT attributes not offered: {sorted(unknown)}")
+                    conn.send(b"501 5.5.4 Bad XCLIENT attribute name\r\n")
+                    continue
+                rep = c["xclient_reply"] or f"220 {c['hostname']} ESMTP upstream"
+                code = reply_code(rep)
+                if code is not None and code < 300:
+                    sess.xclient.append(attrs)
+                    helo = False
+                    authed = bool(attrs.get("LOGIN"))
+                    xforward = {}
+                if self._reply(conn, rep) is False:
+                    return
+            elif verb == b"XFORWARD":
+                if c["xforward"] is None:
+                    conn.send(b"550 5.7.0 Error: insufficient authorization\r\n")
+                    continue
+                if txn is not None:
+                    conn.send(b"503 5.5.1 Error: MAIL transaction in progress\r\n")
+                    continue
+                try:
+                    attrs = parse_attributes(line)
+                except ValueError as e:
+                    sess.violations.append(f"malformed XFORWARD: {e}")
+                    conn.send(b"501 5.5.4 Bad XFORWARD syntax\r\n")
+                    continue
+                rep = c["xforward_reply"]
+                code = reply_code(rep)
+                if code is not None and code < 300:
+                    xforward.update(attrs)
+                if self._reply(conn, rep) is False:
+                    return
             elif verb == b"MAIL":
                 if not helo:
                     conn.send(b"503 5.5.1 EHLO first\r\n")
@@ -641,7 +737,7 @@ class Upstream:
                 if c["require_tls"] and not sess.tls:
                     conn.send(b"530 5.7.0 Must issue a STARTTLS command first\r\n")
                     continue
-                txn = Transaction(session=sess.id, tls=sess.tls, mail=line)
+                txn = Transaction(session=sess.id, tls=sess.tls, mail=line, xforward=dict(xforward))
                 sess.transactions.append(txn)
                 self._delay("mail")
                 rep = self._next("mail_reply", "_mail_idx")
@@ -677,6 +773,7 @@ class Upstream:
                 if txn.data_reply != 354:
                     continue
                 self._read_data(conn, txn)
+                xforward = {}
                 if self._final(conn, sess, txn) is False:
                     return
                 txn = None
@@ -701,11 +798,13 @@ class Upstream:
                     continue
                 txn.content = txn.raw_data
                 txn.complete = True
+                xforward = {}
                 if self._final(conn, sess, txn) is False:
                     return
                 txn = None
             elif verb == b"RSET":
                 txn = None
+                xforward = {}
                 conn.send(b"250 2.0.0 Ok\r\n")
             elif verb == b"NOOP":
                 conn.send(b"250 2.0.0 Ok\r\n")
