@@ -109,7 +109,10 @@ fn drive(cfg: &SessionConfig, script: &[u8], stream: &[u8], split: usize) -> Run
                             Vec::new()
                         },
                     };
-                    upstream_size = f.size.filter(|&n| n > 0);
+                    // After HELO the session answers without the upstream's extensions, so its
+                    // SIZE bound is ours alone.
+                    let esmtp = s.helo().is_none_or(|(_, esmtp)| esmtp);
+                    upstream_size = f.size.filter(|&n| n > 0 && esmtp);
                     run.log.push("EHLO".into());
                     s.features(f);
                 }
