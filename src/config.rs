@@ -158,6 +158,36 @@ pub fn default_queue_dir(store_path: &Path) -> PathBuf {
     }
 }
 
+/// Reads only the sections a command needs (`T`), leniently: key and queue commands work even
+/// when the relay part of the file does not validate. Returns them with a resolver of the
+/// file's relative paths.
+fn read_lenient<T: serde::de::DeserializeOwned>(
+    path: &Path,
+) -> Result<(T, impl Fn(&Path) -> PathBuf), ConfigErrors> {
+    let text = std::fs::read_to_string(path).map_err(|e| one_error(path, "file", e.to_string()))?;
+    let partial: T =
+        toml::from_str(&text).map_err(|e| one_error(path, "file", e.message().to_string()))?;
+    let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let resolve = move |p: &Path| {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            base.join(p)
+        }
+    };
+    Ok((partial, resolve))
+}
+
+fn one_error(path: &Path, location: &str, message: String) -> ConfigErrors {
+    ConfigErrors {
+        file: path.to_path_buf(),
+        errors: vec![ConfigError {
+            location: location.into(),
+            message,
+        }],
+    }
+}
+
 /// The queue directory named by a configuration file, read leniently (for `sealgate queue`).
 pub fn queue_dir_from(path: &Path) -> Result<PathBuf, ConfigErrors> {
     #[derive(Deserialize)]
@@ -165,24 +195,7 @@ pub fn queue_dir_from(path: &Path) -> Result<PathBuf, ConfigErrors> {
         store: Option<RawStore>,
         queue: Option<toml::Value>,
     }
-    let fail = |location: &str, message: String| ConfigErrors {
-        file: path.to_path_buf(),
-        errors: vec![ConfigError {
-            location: location.into(),
-            message,
-        }],
-    };
-    let text = std::fs::read_to_string(path).map_err(|e| fail("file", e.to_string()))?;
-    let partial: Partial =
-        toml::from_str(&text).map_err(|e| fail("file", e.message().to_string()))?;
-    let base = path.parent().unwrap_or(Path::new("."));
-    let resolve = |p: &Path| {
-        if p.is_absolute() {
-            p.to_path_buf()
-        } else {
-            base.join(p)
-        }
-    };
+    let (partial, resolve) = read_lenient::<Partial>(path)?;
     if let Some(dir) = partial
         .queue
         .as_ref()
@@ -193,7 +206,7 @@ pub fn queue_dir_from(path: &Path) -> Result<PathBuf, ConfigErrors> {
     }
     let store = partial
         .store
-        .ok_or_else(|| fail("store", "missing [store] section with path".into()))?;
+        .ok_or_else(|| one_error(path, "store", "missing [store] section with path".into()))?;
     Ok(default_queue_dir(&resolve(&store.path)))
 }
 
@@ -212,27 +225,10 @@ impl StoreSettings {
             #[serde(default)]
             smime: RawSmime,
         }
-        let fail = |location: &str, message: String| ConfigErrors {
-            file: path.to_path_buf(),
-            errors: vec![ConfigError {
-                location: location.into(),
-                message,
-            }],
-        };
-        let text = std::fs::read_to_string(path).map_err(|e| fail("file", e.to_string()))?;
-        let partial: Partial =
-            toml::from_str(&text).map_err(|e| fail("file", e.message().to_string()))?;
-        let base = path.parent().unwrap_or(Path::new("."));
-        let resolve = |p: &Path| {
-            if p.is_absolute() {
-                p.to_path_buf()
-            } else {
-                base.join(p)
-            }
-        };
+        let (partial, resolve) = read_lenient::<Partial>(path)?;
         let store = partial
             .store
-            .ok_or_else(|| fail("store", "missing [store] section with path".into()))?;
+            .ok_or_else(|| one_error(path, "store", "missing [store] section with path".into()))?;
         Ok(StoreSettings {
             store_path: resolve(&store.path),
             trust_anchors: partial.smime.trust_anchors.as_deref().map(resolve),

@@ -531,12 +531,7 @@ impl Session {
     /// unknown, so nothing after it can be read as a command. The transaction is dropped and
     /// the connection closed.
     fn refuse_malformed_bdat(&mut self) {
-        if self.mail_accepted {
-            self.actions.push_back(Action::MessageAbort);
-            self.actions.push_back(Action::Reset);
-        }
-        self.tx = None;
-        self.mail_accepted = false;
+        self.reset_transaction();
         self.close_with(Reply::new(
             521,
             "5.5.4",
@@ -554,12 +549,7 @@ impl Session {
         if junk {
             self.junk += 1;
             if self.junk > self.cfg.max_junk_commands {
-                if self.mail_accepted {
-                    self.actions.push_back(Action::MessageAbort);
-                    self.actions.push_back(Action::Reset);
-                }
-                self.tx = None;
-                self.mail_accepted = false;
+                self.reset_transaction();
                 return self.close_with(Reply::new(
                     421,
                     "4.7.0",
