@@ -14,7 +14,7 @@
 use super::content_type::ContentType;
 use super::encoding::{
     decode_base64_lenient, decode_quoted_printable, encode_base64_body_into,
-    encode_quoted_printable, normalize_line_ends,
+    encode_quoted_printable, normalize_line_ends, push_normalized,
 };
 use super::header::{next_line, parse_message, HeaderField, ParsedMessage};
 use super::{Limits, MimeError, MAX_LINE};
@@ -366,22 +366,6 @@ pub(crate) fn is_clean(bytes: &[u8]) -> bool {
         }
     }
     true
-}
-
-/// Appends `bytes` with every line end (LF, CR, CRLF) written as CRLF.
-fn push_normalized(bytes: &[u8], out: &mut Vec<u8>) {
-    let mut rest = bytes;
-    while let Some(i) = rest.iter().position(|&b| b == b'\r' || b == b'\n') {
-        out.extend_from_slice(&rest[..i]);
-        out.extend_from_slice(b"\r\n");
-        let skip = if rest[i] == b'\r' && rest.get(i + 1) == Some(&b'\n') {
-            2
-        } else {
-            1
-        };
-        rest = &rest[i + skip..];
-    }
-    out.extend_from_slice(rest);
 }
 
 /// Where the body parts of a multipart are.

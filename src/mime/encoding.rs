@@ -9,7 +9,13 @@ const QP_LINE: usize = 76;
 /// Converts bare LF and bare CR to CRLF (copies whole lines at a time).
 pub(crate) fn normalize_line_ends(input: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(input.len() + input.len() / 64 + 2);
-    let mut rest = input;
+    push_normalized(input, &mut out);
+    out
+}
+
+/// Appends `bytes` with every line end (LF, CR, CRLF) written as CRLF.
+pub(crate) fn push_normalized(bytes: &[u8], out: &mut Vec<u8>) {
+    let mut rest = bytes;
     while let Some(i) = rest.iter().position(|&b| b == b'\r' || b == b'\n') {
         out.extend_from_slice(&rest[..i]);
         out.extend_from_slice(b"\r\n");
@@ -21,7 +27,6 @@ pub(crate) fn normalize_line_ends(input: &[u8]) -> Vec<u8> {
         rest = &rest[i + skip..];
     }
     out.extend_from_slice(rest);
-    out
 }
 
 /// Quoted-printable encoding (RFC 2045 §6.7) of CRLF-normalised text: CRLF stays a hard line
