@@ -51,6 +51,14 @@ impl Address {
         if let Some(inner) = s.strip_prefix('<').and_then(|r| r.strip_suffix('>')) {
             s = inner;
         }
+        // RFC 5321 4.5.1: "Postmaster" without a domain is a valid recipient (the server's
+        // own postmaster). It has no domain: no domain rule matches it, no key names it.
+        if s.eq_ignore_ascii_case("postmaster") {
+            return Ok(Address {
+                display: s.to_string(),
+                key: "postmaster".into(),
+            });
+        }
         let (local, domain) = s
             .rsplit_once('@')
             .ok_or_else(|| AddressError::Syntax(input.to_string()))?;
@@ -225,6 +233,17 @@ mod tests {
         assert!(Address::parse("\"a\rb\"@x.test").is_err());
         assert!(Address::parse("\"a.\"@x.test").unwrap().as_str() == "\"a.\"@x.test");
         assert!(Address::parse("a@x..test").is_err());
+    }
+
+    #[test]
+    fn domainless_postmaster_is_an_address_without_domain() {
+        let p = Address::parse("<Postmaster>").unwrap();
+        assert_eq!(
+            (p.as_str(), p.key(), p.domain()),
+            ("Postmaster", "postmaster", "")
+        );
+        assert!(!p.matches(&Address::parse("postmaster@x.test").unwrap()));
+        assert!(Address::parse("webmaster").is_err());
     }
 
     #[test]

@@ -237,6 +237,15 @@ def test_unparsable_bdat_closes_the_connection(relay, line):
     assert all(b"smuggled" not in bytes(s.raw_post_tls) for s in relay.up.sessions)
 
 
+def test_domainless_postmaster_is_accepted_and_passed_on(relay):
+    """RFC 5321 4.5.1: RCPT TO:<Postmaster> needs no domain."""
+    with relay.session() as c:
+        assert c.cmd("MAIL FROM:<alice@x.test>").code == 250
+        assert c.cmd("RCPT TO:<Postmaster>").code == 250
+        c.quit()
+    assert b"RCPT TO:<Postmaster>" in relay.up.commands()
+
+
 # --------------------------------------------------------------------------- envelope
 def test_envelope_params_passed_on_exactly(relay_factory):
     r = relay_factory(upstream={"dsn": True, "smtputf8": True})

@@ -183,7 +183,10 @@ fn parse_path(rest: &str, prefix: &str, reverse: bool) -> Result<PathWithParams,
     if address.is_empty() && !reverse {
         return Err(syntax());
     }
-    validate_address(address)?;
+    // RFC 5321 4.5.1: RCPT TO:<Postmaster> without a domain must be accepted.
+    if reverse || !address.eq_ignore_ascii_case("postmaster") {
+        validate_address(address)?;
+    }
     let mut params = Vec::new();
     for token in after.split(' ').filter(|t| !t.is_empty()) {
         let (k, v) = match token.split_once('=') {
@@ -273,6 +276,15 @@ mod tests {
     fn null_sender_allowed_only_for_mail() {
         assert!(matches!(parse(b"MAIL FROM:<>"), Ok(Command::Mail(_))));
         assert_eq!(parse(b"RCPT TO:<>").unwrap_err().code(), 501);
+    }
+
+    #[test]
+    fn domainless_postmaster_only_as_a_recipient() {
+        assert!(
+            matches!(parse(b"RCPT TO:<Postmaster>"), Ok(Command::Rcpt(p)) if p.address == "Postmaster")
+        );
+        assert!(parse(b"RCPT TO:<webmaster>").is_err());
+        assert!(parse(b"MAIL FROM:<postmaster>").is_err());
     }
 
     #[test]
