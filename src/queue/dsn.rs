@@ -56,17 +56,7 @@ fn status_of(reply: &str) -> String {
 
 /// RFC 5322 date-time in UTC for seconds since the epoch.
 pub fn rfc5322_date(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
+    let (y, m, d, days, rem) = crate::store::civil_date(secs);
     const WD: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
     const MO: [&str; 12] = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
@@ -230,6 +220,19 @@ pub fn build(meta: &Meta, failed: &[&Recipient], content: &[u8], ctx: &DsnContex
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dates_from_the_shared_civil_calendar() {
+        assert_eq!(crate::store::fmt_time(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(
+            crate::store::fmt_time(951_782_400 + 3_661),
+            "2000-02-29 01:01:01 UTC"
+        );
+        assert_eq!(
+            rfc5322_date(1_798_761_599),
+            "Thu, 31 Dec 2026 23:59:59 +0000"
+        );
+    }
     use crate::queue::{RcptState, StoredPath, META_VERSION};
 
     fn meta(ret: Option<&str>, encrypted: bool) -> Meta {

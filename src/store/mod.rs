@@ -169,11 +169,11 @@ impl fmt::Display for Unusable {
     }
 }
 
-/// `YYYY-MM-DD HH:MM:SS UTC` for seconds since the epoch.
-pub fn fmt_time(secs: u64) -> String {
+/// The civil date of `secs` since the epoch (UTC): (year, month 1-12, day 1-31, days since the
+/// epoch, seconds into the day). Howard Hinnant's civil-from-days.
+pub fn civil_date(secs: u64) -> (i64, i64, i64, i64, u64) {
     let days = (secs / 86_400) as i64;
     let rem = secs % 86_400;
-    // Civil-from-days (Howard Hinnant's algorithm).
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
@@ -183,6 +183,12 @@ pub fn fmt_time(secs: u64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d, days, rem)
+}
+
+/// `YYYY-MM-DD HH:MM:SS UTC` for seconds since the epoch.
+pub fn fmt_time(secs: u64) -> String {
+    let (y, m, d, _, rem) = civil_date(secs);
     format!(
         "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
         rem / 3600,
