@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Runs the whole suite N times in a row, each time from a fresh clone of HEAD, and prints one
 # line per run and a summary: a suite that fails one run in ten is found here, not in CI.
-#   tests/soak.sh [N]          (default 10)
+#   tests/soak.sh [N] [PYTEST_ARGS...]   (default 10; extra arguments go to run.sh, i.e. pytest)
 # Each run is a new `git clone` (no leftovers from the work tree); the runs share one cargo
 # target directory so only the first one compiles everything (its tmp/ is emptied between runs).
 # Logs stay in $SOAK_DIR (default: a new directory under /tmp), one file per run.
 set -uo pipefail
 n=${1:-10}
+shift || true
 case $n in '' | *[!0-9]*) echo "usage: tests/soak.sh [N]" >&2; exit 2 ;; esac
 repo=$(cd "$(dirname "$0")/.." && pwd)
 dir=${SOAK_DIR:-$(mktemp -d /tmp/sealgate-soak.XXXXXX)}
@@ -20,7 +21,7 @@ for i in $(seq 1 "$n"); do
     rm -rf "$clone" "$CARGO_TARGET_DIR/tmp"
     git clone -q "$repo" "$clone"
     start=$(date +%s)
-    if (cd "$clone" && ./tests/run.sh) >"$dir/run-$i.log" 2>&1; then
+    if (cd "$clone" && ./tests/run.sh "$@") >"$dir/run-$i.log" 2>&1; then
         result=passed
         passed=$((passed + 1))
     else
