@@ -16,7 +16,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
 
-use sealgate::keys_cli::{self, KeysCommand};
+use sealgate::cli::keys::{self, KeysCommand};
 use sealgate::store::{pem, x509, Address, KeyStore, NewKey, SledStore};
 
 const MARK: &[u8] = b"0000000";
@@ -74,7 +74,7 @@ fn main() {
     std::fs::write(&file, &bundle).expect("write bundle");
     let store1 = tmp.path().join("store1");
     let start = Instant::now();
-    let code = keys_cli::run(
+    let code = keys::run(
         KeysCommand::Import {
             private: false,
             passphrase_file: None,

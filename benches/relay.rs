@@ -13,11 +13,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sealgate::config::{Config, Limits, UpstreamConfig, UpstreamTls};
-use sealgate::inbound::ListenerRuntime;
-use sealgate::server::Server;
+use sealgate::serve::driver::ListenerRuntime;
+use sealgate::serve::listener::Server;
 use sealgate::smtp::command::PathWithParams;
+use sealgate::smtp::spool::Spool;
 use sealgate::smtp::SessionConfig;
-use sealgate::spool::Spool;
 use sealgate::upstream::Connector;
 
 fn limits() -> Limits {
@@ -55,7 +55,7 @@ fn client(addr: SocketAddr, ca: &Path) -> Connector {
         helo_name: "bench.localhost".into(),
         forward_client: sealgate::upstream::ForwardClient::None,
     };
-    let tls = sealgate::tls::client_config(Some(ca)).expect("client TLS config");
+    let tls = sealgate::config::tls::client_config(Some(ca)).expect("client TLS config");
     Connector::new(cfg, tls, limits()).expect("connector")
 }
 
@@ -146,12 +146,12 @@ fn main() {
     rt.block_on(async move {
         let dir = tempfile::tempdir().expect("tempdir");
         let tls_dir = dir.path().join("tls");
-        sealgate::demo::make_pki(&tls_dir).expect("pki");
+        sealgate::cli::demo::make_pki(&tls_dir).expect("pki");
         let ca = tls_dir.join("ca.pem");
         let sink_rt = ListenerRuntime {
             session: SessionConfig { hostname: "sink.localhost".into(), starttls: true, ..SessionConfig::default() },
             acceptor: Some(tokio_rustls::TlsAcceptor::from(
-                sealgate::tls::server_config(&tls_dir.join("server.pem"), &tls_dir.join("server.key")).expect("sink tls"),
+                sealgate::config::tls::server_config(&tls_dir.join("server.pem"), &tls_dir.join("server.key")).expect("sink tls"),
             )),
             implicit_tls: false,
             command_timeout: Duration::from_secs(60),
@@ -168,7 +168,7 @@ fn main() {
         };
         // SEALGATE_BENCH_SINK_DIR=DIR keeps what the sink receives, to check what was measured.
         let keep = std::env::var_os("SEALGATE_BENCH_SINK_DIR").map(std::path::PathBuf::from);
-        let (sink, count, _task) = sealgate::sink::spawn("127.0.0.1:0".parse().expect("addr"), sink_rt, keep, None)
+        let (sink, count, _task) = sealgate::cli::sink::spawn("127.0.0.1:0".parse().expect("addr"), sink_rt, keep, None)
             .await
             .expect("sink");
         let config_text = format!(
@@ -183,8 +183,8 @@ fn main() {
             (true, vec![f("alice-smime.pem"), f("alice-smime.key")]),
             (true, vec![f("alice-openpgp-secret.asc")]),
         ] {
-            let cmd = sealgate::keys_cli::KeysCommand::Import { private, passphrase_file: None, json: false, files };
-            let _ = sealgate::keys_cli::run(cmd, &dir.path().join("store"), None, std::time::SystemTime::now());
+            let cmd = sealgate::cli::keys::KeysCommand::Import { private, passphrase_file: None, json: false, files };
+            let _ = sealgate::cli::keys::run(cmd, &dir.path().join("store"), None, std::time::SystemTime::now());
         }
         let server = Server::bind(&config).await.expect("bind");
         let proxy = server.local_addrs()[0].0;

@@ -1,28 +1,32 @@
 //! sealgate: a transparent SMTP proxy that signs and encrypts mail before relaying it over
 //! forced, verified TLS.
 //!
-//! One message flows one way: [`server`] (listener) -> [`smtp::Session`] (sans-IO) ->
-//! [`relay`] (ties the session to its upstream) -> [`upstream`] (forced-TLS client).
+//! One message flows one way, and the modules follow it:
+//!
+//! | step | module |
+//! |---|---|
+//! | accept a connection, run its I/O | [`serve::listener`], [`serve::driver`] |
+//! | speak SMTP to the client (sans-IO: bytes in, actions out) | [`smtp`] |
+//! | pair the client with the upstream, decide, send | [`serve::relay`] |
+//! | decide per recipient (pure, time passed in) | [`policy`] |
+//! | plan the copies and seal them (pure) | [`transform`], over [`mime`], [`smime`], [`openpgp`] |
+//! | speak SMTP to the upstream MTA (typed states, forced TLS) | [`upstream`] |
+//! | keep what a later copy could not deliver | [`queue`] |
+//!
+//! Beside the flow: [`config`] (the file, one section at a time, and TLS material),
+//! [`store`] (the sled key store), [`cli`] (the `sealgate` commands), and [`address`], the one
+//! mailbox type every comparison of addresses uses.
 
 pub mod address;
+pub mod cli;
 pub mod config;
-pub mod demo;
-pub mod explain;
-pub mod inbound;
-pub mod keys_cli;
 pub mod mime;
-pub mod netlist;
 pub mod openpgp;
 pub mod policy;
-pub mod proxy_protocol;
 pub mod queue;
-pub mod relay;
-pub mod server;
-pub mod sink;
+pub mod serve;
 pub mod smime;
 pub mod smtp;
-pub mod spool;
 pub mod store;
-pub mod tls;
 pub mod transform;
 pub mod upstream;

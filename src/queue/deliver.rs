@@ -2,8 +2,8 @@
 //! needs to know who is served, who must wait and who is to be told "failed".
 
 use crate::smtp::command::PathWithParams;
+use crate::smtp::spool::Spool;
 use crate::smtp::{Reply, ReplyError};
-use crate::spool::Spool;
 use crate::upstream::{ClientIdentity, Phase, Ready, UpstreamError};
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -10,7 +10,6 @@
 //! - [`runner`]: the task `serve` starts.
 //! - [`cli`]: `sealgate queue ...`.
 
-pub mod cli;
 pub mod deliver;
 pub mod dsn;
 pub mod runner;

@@ -16,7 +16,7 @@ use super::store::{Claim, QueueDir};
 use super::{backoff, deliver, reply_line, unix_now, Counters, Meta, RcptState, Verdict};
 use crate::config::QueueConfig;
 use crate::smtp::command::PathWithParams;
-use crate::spool::Spool;
+use crate::smtp::spool::Spool;
 use crate::upstream::Connector;
 
 pub struct Queue {

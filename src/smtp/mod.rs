@@ -4,6 +4,7 @@ pub mod command;
 pub mod data;
 pub mod reply;
 pub mod session;
+pub mod spool;
 
 pub use reply::{EnhancedCode, Reply, ReplyError, ReplyParser};
 pub use session::{Action, Secret, Session, SessionConfig, UpstreamFeatures};

@@ -18,8 +18,8 @@ use super::identity::{ClientIdentity, ForwardClient, IdentityError};
 use crate::config::{Limits, UpstreamConfig, UpstreamTls};
 use crate::smtp::command::PathWithParams;
 use crate::smtp::data::DotStuffer;
+use crate::smtp::spool::Spool;
 use crate::smtp::{Reply, ReplyError, Secret, UpstreamFeatures};
-use crate::spool::Spool;
 
 /// Opens verified TLS sessions to the configured upstream.
 pub struct Connector {

@@ -9,10 +9,10 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
-use crate::inbound::{self, Backend, ListenerRuntime};
+use crate::serve::driver::{self, Backend, ListenerRuntime};
 use crate::smtp::command::PathWithParams;
+use crate::smtp::spool::Spool;
 use crate::smtp::{Reply, Secret, UpstreamFeatures};
-use crate::spool::Spool;
 
 /// Told the path of every message written (the demo prints how to open it).
 pub type Notify = tokio::sync::mpsc::UnboundedSender<PathBuf>;
@@ -110,9 +110,9 @@ pub async fn run(
         let counter = counter.clone();
         let notify = notify.clone();
         tokio::spawn(async move {
-            let id = inbound::session_id();
+            let id = driver::session_id();
             let mut backend = FolderBackend::new(dir, counter, notify);
-            inbound::serve(tcp, peer, rt, &mut backend, &id).await;
+            driver::serve(tcp, peer, rt, &mut backend, &id).await;
         });
     }
 }

@@ -139,3 +139,69 @@ pub fn render_text(v: &Value) -> String {
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// `sealgate policy explain`: loads the configuration and the store, prints the explanation.
+pub fn run(
+    config: &std::path::Path,
+    from: &str,
+    to: &[String],
+    json: bool,
+) -> std::process::ExitCode {
+    use crate::config::Config;
+    use std::process::ExitCode;
+    let config = match Config::load(config) {
+        Ok(c) => c,
+        Err(errors) => {
+            eprint!("{errors}");
+            return ExitCode::from(2);
+        }
+    };
+    // The same canonical form the relay decides on (RCPT parses the same way).
+    let mut recipients = Vec::with_capacity(to.len());
+    for a in to {
+        match crate::address::Address::parse(a) {
+            Ok(addr) => recipients.push(addr),
+            Err(e) => {
+                eprintln!("sealgate: --to {a:?}: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    // Ask a running server to let go of the store while we read it.
+    let request = config
+        .store_path
+        .join(crate::store::sled_store::WRITE_REQUEST);
+    let asked = config.store_path.is_dir() && std::fs::write(&request, b"").is_ok();
+    if asked {
+        // The server's watcher looks every 200 ms and reopens only at its next lookup.
+        std::thread::sleep(std::time::Duration::from_millis(400));
+        let _ = std::fs::remove_file(&request);
+    }
+    let keys = crate::transform::StoreKeys::open(
+        config.store_path.clone(),
+        config.smime_trust_anchors.as_deref(),
+    );
+    let result = keys.and_then(|k| {
+        explain(
+            &config.policy,
+            k.as_ref(),
+            from,
+            &recipients,
+            std::time::SystemTime::now(),
+        )
+    });
+    match result {
+        Ok(v) if json => {
+            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            ExitCode::SUCCESS
+        }
+        Ok(v) => {
+            print!("{}", render_text(&v));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("sealgate: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -10,16 +10,16 @@ use base64::Engine;
 use zeroize::Zeroizing;
 
 use crate::address::Address;
-use crate::inbound::Backend;
 use crate::policy::{decide_recipient, Outcome};
 use crate::queue::store::new_id;
 use crate::queue::{
     reply_line, unix_now, Meta, Queue, RcptState, Recipient as QRecipient, StoredPath, Verdict,
     META_VERSION,
 };
+use crate::serve::driver::Backend;
 use crate::smtp::command::PathWithParams;
+use crate::smtp::spool::Spool;
 use crate::smtp::{Reply, Secret, UpstreamFeatures};
-use crate::spool::Spool;
 use crate::transform::{
     self, AcceptedRecipient, Envelope, KeySource, Plan, ReadyCopy, Sealing, Settings,
 };

@@ -9,8 +9,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub mod netlist;
+pub mod tls;
+
 use crate::policy::PolicyConfig;
-use crate::tls;
 
 /// One problem in a configuration file, with where it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,9 +69,12 @@ pub struct ListenerConfig {
     /// Clients of this listener may be signed for without AUTH (e.g. the internal MTA's port).
     pub sign_without_auth: bool,
     /// Only these clients may connect (others get 554 at connect); None: any.
-    pub allow_from: Option<crate::netlist::NetList>,
+    pub allow_from: Option<crate::config::netlist::NetList>,
     /// A PROXY protocol header is expected first, from these addresses only.
-    pub proxy: Option<(crate::proxy_protocol::Version, crate::netlist::NetList)>,
+    pub proxy: Option<(
+        crate::serve::proxy_protocol::Version,
+        crate::config::netlist::NetList,
+    )>,
 }
 
 #[derive(Debug, Clone)]
@@ -489,7 +494,11 @@ impl Config {
                     ),
                 }
             }
-            let allow_from = match l.allow_from.as_deref().map(crate::netlist::NetList::parse) {
+            let allow_from = match l
+                .allow_from
+                .as_deref()
+                .map(crate::config::netlist::NetList::parse)
+            {
                 None => None,
                 Some(Ok(list)) => Some(list),
                 Some(Err(e)) => {
@@ -504,7 +513,7 @@ impl Config {
                     "needs allow_from: the clients trusted to be signed for without AUTH",
                 );
             }
-            use crate::proxy_protocol::Version;
+            use crate::serve::proxy_protocol::Version;
             let version = match l.proxy_protocol.as_deref() {
                 None | Some("off") => None,
                 Some("v1") => Some(Version::V1),
@@ -517,7 +526,11 @@ impl Config {
                     None
                 }
             };
-            let proxy_from = match l.proxy_from.as_deref().map(crate::netlist::NetList::parse) {
+            let proxy_from = match l
+                .proxy_from
+                .as_deref()
+                .map(crate::config::netlist::NetList::parse)
+            {
                 None => None,
                 Some(Ok(list)) => Some(list),
                 Some(Err(e)) => {
@@ -1018,7 +1031,7 @@ mod tests {
     /// machine without its files are about those files.
     #[test]
     fn the_deploy_template_is_valid() {
-        let text = include_str!("../deploy/sealgate.toml");
+        let text = include_str!("../../deploy/sealgate.toml");
         let errors = Config::parse(text, Path::new("/etc/sealgate"))
             .err()
             .unwrap_or_default();

@@ -13,8 +13,8 @@ use std::process::ExitCode;
 
 use clap::Subcommand;
 
-use super::store::{valid_id, QueueDir};
-use super::{unix_now, Meta, RcptState};
+use crate::queue::store::{valid_id, QueueDir};
+use crate::queue::{unix_now, Meta, RcptState};
 
 #[derive(Debug, Subcommand)]
 pub enum QueueCommand {
@@ -166,7 +166,7 @@ fn done(result: Result<(), String>, id: &str, what: &str) -> ExitCode {
     }
 }
 
-fn claimed(queue: &QueueDir, id: &str) -> Result<super::store::Claim, String> {
+fn claimed(queue: &QueueDir, id: &str) -> Result<crate::queue::store::Claim, String> {
     if !valid_id(id) {
         return Err("not a queue id".into());
     }

@@ -9,11 +9,11 @@ pub use open::instructions;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use crate::config::tls;
 use crate::config::Config;
-use crate::inbound::ListenerRuntime;
-use crate::server::{self, Server};
+use crate::serve::driver::ListenerRuntime;
+use crate::serve::listener::{self, Server};
 use crate::smtp::SessionConfig;
-use crate::tls;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
@@ -24,7 +24,7 @@ pub enum DemoError {
     #[error("demo configuration is invalid:\n{0}")]
     Config(crate::config::ConfigErrors),
     #[error(transparent)]
-    Serve(#[from] server::ServeError),
+    Serve(#[from] listener::ServeError),
     #[error(transparent)]
     Tls(#[from] tls::TlsSetupError),
 }
@@ -106,7 +106,7 @@ pub async fn run(opts: DemoOptions) -> Result<(), DemoError> {
     };
     let (notify, arrivals) = tokio::sync::mpsc::unbounded_channel();
     let (sink_addr, _count, _sink) =
-        crate::sink::spawn(opts.sink, sink_rt, Some(mail_dir.clone()), Some(notify))
+        crate::cli::sink::spawn(opts.sink, sink_rt, Some(mail_dir.clone()), Some(notify))
             .await
             .map_err(|e| DemoError::Io(PathBuf::from(opts.sink.to_string()), e))?;
 
@@ -187,7 +187,7 @@ forward_client = "none"           # the demo's sink is not an MTA: it has no rel
     use std::io::Write as _;
     let _ = std::io::stdout().flush();
     let printer = tokio::spawn(print_arrivals(arrivals, keys));
-    server.run(server::shutdown_signal()).await;
+    server.run(listener::shutdown_signal()).await;
     printer.abort();
     Ok(())
 }
@@ -224,7 +224,7 @@ fn demo_keys(given: &Path) -> PathBuf {
 /// Imports the demo keys (keys/demo) into the demo's store, through the same code as
 /// `sealgate keys import`. Returns what to tell the user.
 fn seed_store(store: &Path, keys: &Path) -> String {
-    use crate::keys_cli::{self, KeysCommand};
+    use crate::cli::keys::{self, KeysCommand};
     if !keys.join("alice-smime.pem").exists() {
         return format!(
             "\nNo demo keys at {} (run from the repository, or pass --keys): the store is empty, \
@@ -260,7 +260,7 @@ fn seed_store(store: &Path, keys: &Path) -> String {
             json: false,
             files: files.into_iter().map(PathBuf::from).collect(),
         };
-        if keys_cli::run(cmd, store, None, now) != std::process::ExitCode::SUCCESS {
+        if keys::run(cmd, store, None, now) != std::process::ExitCode::SUCCESS {
             return "\nSeeding the demo store failed (see above): messages are relayed as is."
                 .into();
         }

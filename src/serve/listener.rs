@@ -12,13 +12,13 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
+use crate::config::tls;
 use crate::config::{Config, ListenTls};
-use crate::inbound::{self, ListenerRuntime};
-use crate::proxy_protocol;
 use crate::queue::Queue;
-use crate::relay::{MemoryBudget, Pipeline, RelayBackend};
+use crate::serve::driver::{self, ListenerRuntime};
+use crate::serve::proxy_protocol;
+use crate::serve::relay::{MemoryBudget, Pipeline, RelayBackend};
 use crate::smtp::SessionConfig;
-use crate::tls;
 use crate::transform::{KeySource, SealSettings, Settings, StoreKeys};
 use crate::upstream::Connector;
 
@@ -251,7 +251,7 @@ impl Server {
                     let per_ip = per_ip.clone();
                     tokio::spawn(async move {
                         let mut tcp = tcp;
-                        let id = inbound::session_id();
+                        let id = driver::session_id();
                         let local = tcp.local_addr().unwrap_or(peer);
                         tracing::debug!(session = %id, %peer, "connection");
                         // Behind a load balancer, the client is the one its header names: that
@@ -301,7 +301,7 @@ impl Server {
                             peer,
                             local,
                         );
-                        inbound::serve(tcp, peer, rt, &mut backend, &id).await;
+                        driver::serve(tcp, peer, rt, &mut backend, &id).await;
                         drop(slot);
                         drop(permit);
                     });

@@ -13,8 +13,8 @@ use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
 use crate::smtp::command::PathWithParams;
+use crate::smtp::spool::Spool;
 use crate::smtp::{Action, Reply, Secret, Session, SessionConfig, UpstreamFeatures};
-use crate::spool::Spool;
 
 /// Where the session's questions go. Implemented by the relay (upstream MTA) and by the demo's
 /// local sink. Only used with static dispatch.
@@ -47,9 +47,12 @@ pub struct ListenerRuntime {
     /// Messages from unauthenticated clients may be signed (listen.sign_without_auth).
     pub sign_without_auth: bool,
     /// Only these clients may connect (listen.allow_from); None: any.
-    pub allow_from: Option<crate::netlist::NetList>,
+    pub allow_from: Option<crate::config::netlist::NetList>,
     /// A PROXY header comes first, from these addresses only (listen.proxy_protocol).
-    pub proxy: Option<(crate::proxy_protocol::Version, crate::netlist::NetList)>,
+    pub proxy: Option<(
+        crate::serve::proxy_protocol::Version,
+        crate::config::netlist::NetList,
+    )>,
     /// Slowest message content accepted, bytes per second over each `data_rate_window`
     /// (0: no check).
     pub min_data_rate: u64,
