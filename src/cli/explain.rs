@@ -167,17 +167,7 @@ pub fn run(
             }
         }
     }
-    // Ask a running server to let go of the store while we read it.
-    let request = config
-        .store_path
-        .join(crate::store::sled_store::WRITE_REQUEST);
-    let asked = config.store_path.is_dir() && std::fs::write(&request, b"").is_ok();
-    if asked {
-        // The server's watcher looks every 200 ms and reopens only at its next lookup.
-        std::thread::sleep(std::time::Duration::from_millis(400));
-        let _ = std::fs::remove_file(&request);
-    }
-    let keys = crate::transform::StoreKeys::open(
+    let keys = crate::store::StoreKeys::open_for_command(
         config.store_path.clone(),
         config.smime_trust_anchors.as_deref(),
     );

@@ -13,7 +13,6 @@ use clap::Subcommand;
 use serde_json::{json, Value};
 use zeroize::Zeroizing;
 
-use crate::store::sled_store::WRITE_REQUEST;
 use crate::store::{
     fmt_time, openpgp, pem, private, x509, Address, Details, KeyId, KeyRecord, KeyStore, NewKey,
     Purpose, SledStore, StoreError, Unusable,
@@ -155,15 +154,8 @@ fn open(store_path: &Path, trust_anchors: Option<&Path>) -> Result<SledStore, Fa
     // Before anything is written (the request below included): a store of another user,
     // e.g. root on the service's store, is refused with the command to run instead.
     crate::store::check_owner(store_path, Some("keys"))?;
-    // Ask a serving sealgate to let go of the store (see SledStore's documentation: the
-    // server drops its handle while `write-request` exists and reopens afterwards).
-    let request = store_path.join(WRITE_REQUEST);
-    let asked = store_path.is_dir() && std::fs::write(&request, b"").is_ok();
-    let store = SledStore::open(store_path, LOCK_WAIT);
-    if asked {
-        let _ = std::fs::remove_file(&request);
-    }
-    Ok(store?.with_trust_anchors(anchors))
+    let store = crate::store::sled_store::open_for_command(store_path, LOCK_WAIT)?;
+    Ok(store.with_trust_anchors(anchors))
 }
 
 fn strip_what(e: StoreError) -> String {

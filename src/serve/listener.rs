@@ -19,7 +19,8 @@ use crate::serve::driver::{self, ListenerRuntime};
 use crate::serve::proxy_protocol;
 use crate::serve::relay::{MemoryBudget, Pipeline, RelayBackend};
 use crate::smtp::SessionConfig;
-use crate::transform::{KeySource, SealSettings, Settings, StoreKeys};
+use crate::store::StoreKeys;
+use crate::transform::{KeySource, SealSettings, Settings};
 use crate::upstream::Connector;
 
 #[derive(Debug, thiserror::Error)]

@@ -19,6 +19,7 @@
 //!
 //! Addresses are normalised by one rule, see [`crate::address`].
 
+pub mod key_source;
 pub mod openpgp;
 pub mod owner;
 pub mod pem;
@@ -33,6 +34,7 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 pub use crate::address::{Address, AddressError};
+pub use key_source::StoreKeys;
 pub use owner::check_owner;
 pub use private::PrivateIdentity;
 pub use sled_store::SledStore;

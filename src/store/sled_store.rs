@@ -38,6 +38,20 @@ use super::{
 /// File whose presence asks a serving process to close the store (see the module docs).
 pub const WRITE_REQUEST: &str = "write-request";
 
+/// Opens the store for a command (`sealgate keys`, `policy explain`) while a server may be
+/// serving from it: [`WRITE_REQUEST`] asks the server to let go of the store for as long as
+/// the open takes (up to `lock_wait`); the request is withdrawn once the command holds the
+/// lock (or gave up), so the server reopens at its next lookup after the command exits.
+pub fn open_for_command(path: &Path, lock_wait: Duration) -> Result<SledStore, StoreError> {
+    let request = path.join(WRITE_REQUEST);
+    let asked = path.is_dir() && std::fs::write(&request, b"").is_ok();
+    let store = SledStore::open(path, lock_wait);
+    if asked {
+        let _ = std::fs::remove_file(&request);
+    }
+    store
+}
+
 /// The sled-backed key store.
 pub struct SledStore {
     path: PathBuf,

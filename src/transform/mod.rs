@@ -6,7 +6,6 @@ mod facts;
 mod keys;
 mod plan;
 mod seal;
-mod store_keys;
 mod verify;
 
 use std::sync::Arc;
@@ -16,7 +15,6 @@ pub use facts::{read as read_facts, strip_triggers, MessageFacts, RESULT_HEADER,
 pub use keys::{KeySource, KeysUnavailable, RecipientKeys, SenderKeys};
 pub use plan::{plan_copies, CopyPlan};
 pub use seal::{copy_is_signed, seal_copy, CopySpec, SealError, SealSettings};
-pub use store_keys::StoreKeys;
 
 use crate::address::Address;
 use crate::mime;

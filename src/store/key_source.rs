@@ -1,4 +1,5 @@
-//! The key store as the relay's [`KeySource`], with the store's hand-over protocol: sled allows
+//! The key store as the transform's [`KeySource`] (what the relay and `policy explain` look
+//! keys up through), with the store's hand-over protocol: sled allows
 //! one process at a time, so when a `sealgate keys` command drops a `write-request` file in the
 //! store, the server closes its handle (a watcher checks every 200 ms, and every lookup checks
 //! too) and answers lookups with a temporary failure until the file is gone; then it reopens.
@@ -11,11 +12,11 @@ use std::time::{Duration, Instant, SystemTime};
 use der::Decode;
 use x509_cert::Certificate;
 
-use super::keys::{KeySource, KeysUnavailable, RecipientKeys, SenderKeys};
+use super::sled_store::WRITE_REQUEST;
+use super::{Address, KeyStore, SledStore};
 use crate::openpgp;
 use crate::smime::SigningIdentity;
-use crate::store::sled_store::WRITE_REQUEST;
-use crate::store::{Address, KeyStore, SledStore};
+use crate::transform::{KeySource, KeysUnavailable, RecipientKeys, SenderKeys};
 
 pub struct StoreKeys {
     path: PathBuf,
@@ -30,24 +31,46 @@ pub struct StoreKeys {
 /// How long a parsed sender identity is reused without asking the store again.
 const SENDER_TTL: Duration = Duration::from_secs(60);
 
+/// How long a command waits for a serving process to let go of the store.
+const COMMAND_LOCK_WAIT: Duration = Duration::from_secs(10);
+
 impl StoreKeys {
     /// Opens the store now, so that a broken store shows at start-up. `anchors_file`: the PEM
     /// trust anchors recipient certificates must chain to (`[smime] trust_anchors`).
     pub fn open(path: PathBuf, anchors_file: Option<&Path>) -> Result<Arc<Self>, KeysUnavailable> {
+        let keys = Self::new(path, anchors_file)?;
+        keys.with_store(|_| Ok(()))?;
+        Ok(keys)
+    }
+
+    /// Opens the store for a command (`policy explain`) while a server may be serving from
+    /// it: the server is asked to let go for as long as the open takes
+    /// ([`super::sled_store::open_for_command`]).
+    pub fn open_for_command(
+        path: PathBuf,
+        anchors_file: Option<&Path>,
+    ) -> Result<Arc<Self>, KeysUnavailable> {
+        let keys = Self::new(path, anchors_file)?;
+        let store = super::sled_store::open_for_command(&keys.path, COMMAND_LOCK_WAIT)
+            .map_err(|e| KeysUnavailable(e.to_string()))?
+            .with_trust_anchors(keys.anchors.clone());
+        if let Ok(mut handle) = keys.handle.lock() {
+            *handle = Some(store);
+        }
+        Ok(keys)
+    }
+
+    fn new(path: PathBuf, anchors_file: Option<&Path>) -> Result<Arc<Self>, KeysUnavailable> {
         let anchors = match anchors_file {
             None => None,
-            Some(file) => {
-                Some(crate::store::x509::load_anchors_file(file).map_err(KeysUnavailable)?)
-            }
+            Some(file) => Some(super::x509::load_anchors_file(file).map_err(KeysUnavailable)?),
         };
-        let keys = Arc::new(StoreKeys {
+        Ok(Arc::new(StoreKeys {
             path,
             anchors,
             handle: Mutex::new(None),
             senders: Mutex::new(HashMap::new()),
-        });
-        keys.with_store(|_| Ok(()))?;
-        Ok(keys)
+        }))
     }
 
     /// Starts the watcher thread that releases the store when a key command asks for it.
