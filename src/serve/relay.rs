@@ -6,9 +6,6 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use base64::Engine;
-use zeroize::Zeroizing;
-
 use crate::address::Address;
 use crate::policy::{decide_recipient, Outcome};
 use crate::queue::store::new_id;
@@ -17,6 +14,7 @@ use crate::queue::{
     META_VERSION,
 };
 use crate::serve::driver::Backend;
+use crate::smtp::auth::AuthObserver;
 use crate::smtp::command::PathWithParams;
 use crate::smtp::spool::Spool;
 use crate::smtp::{Reply, Secret, UpstreamFeatures};
@@ -90,25 +88,14 @@ struct Txn {
     accepted: Vec<AcceptedRecipient>,
 }
 
-/// Where an AUTH exchange passed through us stands, to learn the identity the client
-/// authenticated as (needed to decide whom it may sign as). Decoded bytes are zeroized.
-#[derive(Default)]
-enum AuthProgress {
-    #[default]
-    None,
-    PlainAwaiting,
-    LoginUser,
-    LoginPassword(String),
-    Done(String),
-}
-
 pub struct RelayBackend {
     connector: Arc<Connector>,
     pipeline: Arc<Pipeline>,
     slot: Slot,
     id: String,
     txn: Option<Txn>,
-    auth: AuthProgress,
+    /// Follows AUTH exchanges to learn whom the client authenticated as.
+    auth: AuthObserver,
     /// The identity the upstream accepted in AUTH.
     authenticated_as: Option<String>,
     /// The client authenticated through an upstream session that has since been lost.
@@ -148,7 +135,7 @@ impl RelayBackend {
             slot: Slot::Idle,
             id: id.to_string(),
             txn: None,
-            auth: AuthProgress::None,
+            auth: AuthObserver::default(),
             authenticated_as: None,
             auth_lost: false,
             sign_without_auth,
@@ -193,47 +180,11 @@ impl RelayBackend {
     }
 
     fn note_auth(&mut self, line: &Secret, reply: &Reply) {
-        let decode = |b64: &[u8]| {
-            base64::engine::general_purpose::STANDARD
-                .decode(b64)
-                .ok()
-                .map(Zeroizing::new)
-        };
-        let text = line.expose();
-        let progress = std::mem::take(&mut self.auth);
-        let next = if text.len() > 5 && text[..5].eq_ignore_ascii_case(b"AUTH ") {
-            let mut words = text[5..].split(|&b| b == b' ');
-            let mech = words.next().unwrap_or_default().to_ascii_uppercase();
-            let initial = words.next();
-            match (mech.as_slice(), initial) {
-                (b"PLAIN", Some(ir)) => plain_identity(decode(ir)),
-                (b"PLAIN", None) => AuthProgress::PlainAwaiting,
-                (b"LOGIN", Some(user)) => login_user(decode(user)),
-                (b"LOGIN", None) => AuthProgress::LoginUser,
-                _ => AuthProgress::None,
-            }
-        } else {
-            match progress {
-                AuthProgress::PlainAwaiting => plain_identity(decode(text)),
-                AuthProgress::LoginUser => login_user(decode(text)),
-                AuthProgress::LoginPassword(user) => AuthProgress::Done(user),
-                _ => AuthProgress::None,
-            }
-        };
-        if reply.is_positive() {
-            let user = match &next {
-                AuthProgress::Done(user) | AuthProgress::LoginPassword(user) => user.clone(),
-                _ => String::new(),
-            };
+        if let Some(user) = self.auth.observe(line.expose(), reply) {
             // A later upstream session (after a new EHLO) is told the login by XCLIENT.
             self.client.login = Some(user.clone()).filter(|u| !u.is_empty());
             self.authenticated_as = Some(user);
         }
-        self.auth = if reply.code() == 334 {
-            next
-        } else {
-            AuthProgress::None
-        };
     }
 
     /// Runs one copy as its own upstream transaction. A recipient the upstream now refuses
@@ -623,28 +574,6 @@ enum Failed {
         content: Vec<u8>,
         verdicts: Vec<Verdict>,
     },
-}
-
-fn plain_identity(decoded: Option<Zeroizing<Vec<u8>>>) -> AuthProgress {
-    // authzid NUL authcid NUL password. Many servers check only authcid and ignore authzid, so
-    // the identity is authcid; an authzid that differs from it grants no identity at all.
-    let Some(d) = decoded else {
-        return AuthProgress::None;
-    };
-    let mut parts = d.split(|&b| b == 0);
-    let authz = parts.next().unwrap_or_default();
-    let authc = parts.next().unwrap_or_default();
-    if !authz.is_empty() && !authz.eq_ignore_ascii_case(authc) {
-        return AuthProgress::Done(String::new());
-    }
-    AuthProgress::Done(String::from_utf8_lossy(authc).into_owned())
-}
-
-fn login_user(decoded: Option<Zeroizing<Vec<u8>>>) -> AuthProgress {
-    match decoded {
-        Some(d) => AuthProgress::LoginPassword(String::from_utf8_lossy(&d).into_owned()),
-        None => AuthProgress::None,
-    }
 }
 
 impl Backend for RelayBackend {

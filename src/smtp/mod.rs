@@ -1,5 +1,6 @@
 //! The SMTP protocol, without I/O: replies, commands, content framing and the server session.
 
+pub mod auth;
 pub mod command;
 pub mod data;
 pub mod reply;
