@@ -369,7 +369,7 @@ fn seal(msg: &[u8], form: &str, wrap: bool, k: &Keys) -> Result<Sealed, String> 
     match result {
         Ok(sealed) => Ok(Sealed::Done(sealed)),
         Err(e) => {
-            let reply = e.client_reply();
+            let reply = sealgate::serve::replies::sealing(&e);
             let text = reply.lines().join(" ");
             let status = reply.status().map(|s| s.to_string()).unwrap_or_default();
             if reply.code() == 554

@@ -2,7 +2,6 @@
 
 use super::config::{EncryptMode, Format, PolicyConfig, SignMode};
 use crate::address::Address;
-use crate::smtp::Reply;
 
 /// What the key store found usable for one recipient, now.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -34,22 +33,6 @@ pub struct RecipientDecision {
     pub format: Format,
     pub outcome: Outcome,
     pub reason: String,
-}
-
-impl RecipientDecision {
-    /// The RCPT reply when the recipient is refused by policy.
-    pub fn refusal(&self) -> Option<Reply> {
-        (self.outcome == Outcome::Refuse).then(|| {
-            Reply::new(
-                550,
-                "5.7.1",
-                format!(
-                    "Encryption is required for <{}> and no usable key was found",
-                    self.address
-                ),
-            )
-        })
-    }
 }
 
 /// Decides how `address` is treated. `raised` is true when the message asked for encryption
@@ -246,12 +229,11 @@ mod tests {
         for (mode, format, s, p, expected) in cases {
             let d = decide_recipient(&policy(mode, format), &addr("a@x.test"), &keys(s, p), false);
             assert_eq!(d.outcome, expected, "{mode:?} {format:?} smime={s} pgp={p}");
-            assert_eq!(d.refusal().is_some(), expected == O::Refuse);
         }
     }
 
     #[test]
-    fn refusal_is_550_5_7_1_naming_the_recipient() {
+    fn refusal_keeps_why_the_keys_are_unusable() {
         let mut k = keys(false, false);
         k.unusable.push("certificate expired".into());
         let d = decide_recipient(
@@ -260,11 +242,8 @@ mod tests {
             &k,
             false,
         );
-        let r = d.refusal().unwrap();
-        assert_eq!(r.code(), 550);
-        assert_eq!(r.status().map(|s| s.to_string()), Some("5.7.1".into()));
-        assert!(r.lines()[0].contains("<bob@p.test>") && r.lines()[0].contains("required"));
-        assert!(d.reason.contains("certificate expired"));
+        assert_eq!(d.outcome, Outcome::Refuse);
+        assert!(d.reason.contains("certificate expired"), "{}", d.reason);
     }
 
     #[test]

@@ -47,7 +47,7 @@ pub async fn deliver(
     ident: &str,
 ) -> (Vec<Verdict>, Option<UpstreamError>) {
     let all = |v: Verdict| vec![v; rcpts.len()];
-    let temp_of = |e: &UpstreamError| Verdict::Temporary(e.client_reply());
+    let temp_of = |e: &UpstreamError| Verdict::Temporary(crate::serve::replies::upstream(e));
     let mut mail = mail.clone();
     mail.params.retain(|(k, _)| k != "SIZE");
     match up.mail(&mail, client, ident).await {

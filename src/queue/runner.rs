@@ -318,7 +318,7 @@ impl Queue {
         let mut up = match connector.connect(meta.client.as_ref()).await {
             Ok(up) => up,
             Err(e) => {
-                let line = format!("{} ({e})", reply_line(&e.client_reply()));
+                let line = format!("{} ({e})", reply_line(&crate::serve::replies::upstream(&e)));
                 tracing::info!(entry = %meta.id, attempt = meta.attempts, error = %e, "queued copy: upstream unavailable");
                 for &i in &idx {
                     meta.recipients[i].reply = Some(line.clone());
@@ -488,7 +488,7 @@ impl Queue {
                 }
                 v.into_iter().next()
             }
-            Err(e) => Some(Verdict::Temporary(e.client_reply())),
+            Err(e) => Some(Verdict::Temporary(crate::serve::replies::upstream(&e))),
         };
         let kind = match action {
             Action::Failed => "failure",

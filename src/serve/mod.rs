@@ -10,3 +10,4 @@ pub mod driver;
 pub mod listener;
 pub mod proxy_protocol;
 pub mod relay;
+pub mod replies;

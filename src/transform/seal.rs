@@ -7,7 +7,6 @@ use crate::mime::{Limits, MimeError};
 use crate::openpgp::{self, PgpError, PgpOptions};
 use crate::policy::Outcome;
 use crate::smime::{self, ContentEncryption, KeyTransport, SmimeError, SmimeOptions};
-use crate::smtp::Reply;
 
 use super::keys::{RecipientKeys, SenderKeys};
 
@@ -55,22 +54,6 @@ pub enum SealError {
     Mime(#[from] MimeError),
     #[error("copy cannot be signed: {0}")]
     Unsignable(String),
-}
-
-impl SealError {
-    /// The client's reply: a message the MIME layer cannot take is refused for good, saying
-    /// why; any other failure is temporary (keys may be fixed) and nothing was sent.
-    pub fn client_reply(&self) -> Reply {
-        match self {
-            SealError::Mime(e)
-            | SealError::Smime(SmimeError::Mime(e))
-            | SealError::Openpgp(PgpError::Mime(e)) => Reply::new(554, "5.6.0", e.reply_text()),
-            SealError::Unsignable(_) => {
-                Reply::new(550, "5.7.1", "Message must be signed and cannot be")
-            }
-            _ => Reply::new(451, "4.7.5", "Cryptographic failure, try again later"),
-        }
-    }
 }
 
 /// What one copy is: its sealing, its recipients' keys only, whether to sign, and whether the
