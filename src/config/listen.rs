@@ -22,6 +22,7 @@ pub enum ListenerTls {
 }
 
 impl ListenerTls {
+    /// What the acceptor serves with; None for a plaintext-only listener.
     pub fn server_config(&self) -> Option<&Arc<rustls::ServerConfig>> {
         match self {
             ListenerTls::None => None,

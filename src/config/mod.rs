@@ -1,9 +1,10 @@
 //! Configuration file (TOML): one function per section, all reporting into one collector so
 //! that every error shows at once. Relative paths are taken relative to the file's directory.
 //!
-//! Sections: `[server]`, `[store]` and `[smime]` here; `[[listen]]` in [`listen`] (TLS material
-//! loaded there, once), `[upstream]` in [`upstream`], `[limits]` in [`limits`], `[queue]` in
-//! [`queue`], `[policy]` in [`crate::policy`]. [`files`] checks what `serve` will write to.
+//! Sections: `[server]`, `[store]` and `[smime]` here; `[[listen]]` in `listen.rs` (TLS material
+//! loaded there, once), `[upstream]` in `upstream.rs`, `[limits]` in `limits.rs`, `[queue]` in
+//! `queue.rs`, `[policy]` in [`crate::policy`]. `files.rs` checks what `serve` will write to;
+//! `lenient.rs` reads the parts the `keys` and `queue` commands need.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
