@@ -50,12 +50,12 @@ fn client(addr: SocketAddr, ca: &Path) -> Connector {
         host: addr.ip().to_string(),
         port: addr.port(),
         tls: UpstreamTls::Starttls,
-        ca_file: Some(ca.to_path_buf()),
+        client_tls: sealgate::config::tls::client_config(Some(ca)).expect("client TLS config"),
         server_name: "localhost".into(),
         helo_name: "bench.localhost".into(),
         forward_client: sealgate::upstream::ForwardClient::None,
     };
-    let tls = sealgate::config::tls::client_config(Some(ca)).expect("client TLS config");
+    let tls = cfg.client_tls.clone();
     Connector::new(cfg, tls, limits()).expect("connector")
 }
 

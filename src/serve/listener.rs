@@ -12,8 +12,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
-use crate::config::tls;
-use crate::config::{Config, ListenTls};
+use crate::config::{Config, ListenerTls};
 use crate::queue::Queue;
 use crate::serve::driver::{self, ListenerRuntime};
 use crate::serve::proxy_protocol;
@@ -30,8 +29,6 @@ pub enum ServeError {
         address: SocketAddr,
         source: std::io::Error,
     },
-    #[error(transparent)]
-    Tls(#[from] tls::TlsSetupError),
     #[error("upstream: {0}")]
     Upstream(#[from] crate::upstream::UpstreamError),
     #[error("key store {path}: {message}")]
@@ -125,21 +122,16 @@ impl Server {
             memory: MemoryBudget::new(config.limits.max_sealing_memory),
             queue: Some(queue.clone()),
         });
-        let client = tls::client_config(config.upstream.ca_file.as_deref())?;
         let connector = Arc::new(Connector::new(
             config.upstream.clone(),
-            client,
+            config.upstream.client_tls.clone(),
             config.limits.clone(),
         )?);
         let mut listeners = Vec::new();
         for l in &config.listeners {
-            let acceptor = match (&l.cert, &l.key, l.tls) {
-                (_, _, ListenTls::None) => None,
-                (Some(cert), Some(key), _) => {
-                    Some(TlsAcceptor::from(tls::server_config(cert, key)?))
-                }
-                _ => None,
-            };
+            // The TLS material was loaded when the configuration was validated.
+            let acceptor = l.tls.server_config().cloned().map(TlsAcceptor::from);
+            let implicit_tls = matches!(l.tls, ListenerTls::Implicit(_));
             let limits = &config.limits;
             let rt = ListenerRuntime {
                 session: SessionConfig {
@@ -148,14 +140,14 @@ impl Server {
                     max_message_size: limits.max_message_size,
                     max_recipients: limits.max_recipients,
                     max_line_length: limits.max_line_length,
-                    starttls: l.tls == ListenTls::Starttls && acceptor.is_some(),
-                    implicit_tls: l.tls == ListenTls::Implicit,
+                    starttls: matches!(l.tls, ListenerTls::Starttls(_)),
+                    implicit_tls,
                     require_tls: l.require_tls,
                     max_errors: limits.max_errors,
                     max_junk_commands: limits.max_junk_commands,
                 },
                 acceptor,
-                implicit_tls: l.tls == ListenTls::Implicit,
+                implicit_tls,
                 command_timeout: limits.command_timeout,
                 data_timeout: limits.data_timeout,
                 handshake_timeout: limits
