@@ -55,8 +55,7 @@ fn client(addr: SocketAddr, ca: &Path) -> Connector {
         helo_name: "bench.localhost".into(),
         forward_client: sealgate::upstream::ForwardClient::None,
     };
-    let tls = cfg.client_tls.clone();
-    Connector::new(cfg, tls, limits()).expect("connector")
+    Connector::new(cfg, limits()).expect("connector")
 }
 
 fn message(from: &str, to: &str, size: usize) -> Vec<u8> {

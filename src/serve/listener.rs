@@ -124,7 +124,6 @@ impl Server {
         });
         let connector = Arc::new(Connector::new(
             config.upstream.clone(),
-            config.upstream.client_tls.clone(),
             config.limits.clone(),
         )?);
         let mut listeners = Vec::new();

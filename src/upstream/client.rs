@@ -30,16 +30,13 @@ pub struct Connector {
 }
 
 impl Connector {
-    pub fn new(
-        cfg: UpstreamConfig,
-        client: Arc<rustls::ClientConfig>,
-        limits: Limits,
-    ) -> Result<Self, UpstreamError> {
+    pub fn new(cfg: UpstreamConfig, limits: Limits) -> Result<Self, UpstreamError> {
         let server_name = ServerName::try_from(cfg.server_name.clone())
             .map_err(|e| UpstreamError::Certificate(format!("invalid server name: {e}")))?;
+        let tls = TlsConnector::from(Arc::clone(&cfg.client_tls));
         Ok(Connector {
             cfg,
-            tls: TlsConnector::from(client),
+            tls,
             server_name,
             limits,
         })
