@@ -354,8 +354,23 @@ def test_policy_explain_matches_what_the_relay_does(secure):
     text = subprocess.run(args, capture_output=True, text=True, timeout=60)
     assert text.returncode == 0 and "policy.rule[0] (*.required.test)" in text.stdout
     assert "signing as alice@example.org: yes" in text.stdout
+    # The copies explain announces are the ones the relay sends for the same envelope
+    # (x@eu.required.test is refused at RCPT: the others still get the message).
+    plan = {",".join(c["recipients"]): (c["format"], c["signed"]) for c in v["copies"]}
+    assert plan == {"bob@example.org": ("smime", True), "peggy@example.org": ("openpgp", True),
+                    "nokey@example.org": ("plain", True)}, v["copies"]
+    assert "copy smime, signed: bob@example.org" in text.stdout
     # The server still works after the CLI borrowed its store.
-    assert send(r, "alice@example.org", ["bob@example.org"], MSG) == {}
+    refused = send(r, "alice@example.org",
+                   ["bob@example.org", "peggy@example.org", "nokey@example.org", "x@eu.required.test"],
+                   MSG)
+    assert list(refused) == ["x@eu.required.test"]
+    got = copies(r)
+    assert sorted(got) == sorted(plan)
+    kinds = {k: parse(c).get_content_type() for k, c in got.items()}
+    assert kinds == {"bob@example.org": "application/pkcs7-mime",
+                     "peggy@example.org": "multipart/encrypted",
+                     "nokey@example.org": "multipart/signed"}, kinds
 
 
 def test_result_header_is_off_by_default_and_added_when_asked(secure):

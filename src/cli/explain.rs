@@ -8,11 +8,12 @@ use serde_json::{json, Value};
 use sha2::Digest;
 
 use crate::address::Address;
-use crate::policy::{
-    decide_recipient, decide_signing, message_sign_mode, Outcome, PolicyConfig, SenderFacts,
-    SigningDecision,
+use crate::policy::{message_sign_mode, Outcome, SigningDecision};
+use crate::smtp::command::PathWithParams;
+use crate::transform::{
+    decide_at_rcpt, plan_message, AcceptedRecipient, Envelope, KeySource, KeysUnavailable, Plan,
+    Refusal, SenderKeys, Settings,
 };
-use crate::transform::{KeySource, KeysUnavailable};
 
 fn outcome_name(o: Outcome) -> &'static str {
     match o {
@@ -23,84 +24,167 @@ fn outcome_name(o: Outcome) -> &'static str {
     }
 }
 
-/// The explanation as JSON (the text form is rendered from it).
+/// The explanation as JSON (the text form is rendered from it). Recipients are decided by
+/// the relay's own RCPT-time function and the message by its planning function, on a short
+/// text message from `from` to the recipients the relay would accept: one code path, so
+/// explain cannot drift from what the relay does.
 pub fn explain(
-    policy: &PolicyConfig,
+    settings: &Settings,
     keys: &dyn KeySource,
     from: &str,
     to: &[Address],
     now: SystemTime,
 ) -> Result<Value, KeysUnavailable> {
-    let mut recipients = Vec::new();
+    let mut decided = Vec::new();
     for address in to {
-        let found = keys.recipient(address.as_str(), now)?;
-        let d = decide_recipient(policy, address, &found.availability(), false);
-        let key = match d.outcome {
-            Outcome::Smime => found.smime.first().map(|c| {
-                let fpr = c
-                    .to_der()
-                    .map(|der| hex(&sha2::Sha256::digest(der)))
-                    .unwrap_or_default();
-                format!("x509:{fpr} ({})", c.tbs_certificate.subject)
-            }),
-            Outcome::Openpgp => found
-                .openpgp
-                .first()
-                .map(|r| format!("pgp:{}", r.cert().fingerprint())),
-            _ => None,
+        let path = PathWithParams {
+            address: address.as_str().to_string(),
+            params: Vec::new(),
         };
-        recipients.push(json!({
-            "address": address.as_str(),
-            "rule": d.rule_match.as_ref().map(|m| json!({"index": d.rule, "match": m})),
-            "encrypt": format!("{:?}", d.encrypt).to_lowercase(),
-            "format": format!("{:?}", d.format).to_lowercase(),
-            "outcome": outcome_name(d.outcome),
-            "key": key,
-            "reason": d.reason,
-            "unusable": found.unusable,
-        }));
+        decided.push(decide_at_rcpt(
+            &settings.policy,
+            keys,
+            path,
+            address.clone(),
+            now,
+        )?);
     }
-    let addresses: Vec<&Address> = to.iter().collect();
-    let mode = message_sign_mode(policy, &addresses);
-    let sender = keys.sender(from, now)?;
-    let mailboxes = vec![from.to_string()];
-    let signing = decide_signing(
-        mode,
-        &SenderFacts {
-            envelope_from: from,
-            from_fields: 1,
-            from_mailboxes: &mailboxes,
-            authenticated: None,
-            sign_without_auth: true,
-            identity: sender.any(),
-        },
+    let recipients: Vec<Value> = decided.iter().map(recipient_json).collect();
+    // Refused at RCPT: the message goes to the others.
+    decided.retain(|r| r.decision.outcome != Outcome::Refuse);
+    let envelope = Envelope {
+        from,
+        authenticated: None,
+        sign_without_auth: true,
+        recipients: &decided,
+    };
+    let planned = plan_message(
+        sample_message(from, &decided),
+        &envelope,
+        settings,
+        keys,
+        now,
     );
-    let (signed, why) = match signing {
-        SigningDecision::Sign => (
-            "yes",
-            format!(
-                "identities: {}{}",
-                if sender.smime.is_some() {
-                    "S/MIME "
-                } else {
-                    ""
-                },
-                if sender.openpgp.is_some() {
-                    "OpenPGP"
-                } else {
-                    ""
-                }
-            ),
-        ),
-        SigningDecision::Unsigned(w) => ("no", w),
-        SigningDecision::Refuse(w) => ("refuse", w),
+    let (mode, signed, why, copies) = match planned {
+        Ok(p) => {
+            let (signed, why) = match p.signing {
+                SigningDecision::Sign => ("yes", identities(&*keys.sender(from, now)?)),
+                SigningDecision::Unsigned(w) | SigningDecision::Refuse(w) => ("no", w),
+            };
+            (
+                format!("{:?}", p.sign_mode),
+                signed,
+                why,
+                copies_json(&p.plan, &decided),
+            )
+        }
+        Err(Refusal::KeysUnavailable(e)) => return Err(e),
+        Err(refusal) => {
+            let mode = message_sign_mode(
+                &settings.policy,
+                &decided.iter().map(|r| &r.address).collect::<Vec<_>>(),
+            );
+            (
+                format!("{mode:?}"),
+                "refuse",
+                refusal.to_string(),
+                Vec::new(),
+            )
+        }
     };
     Ok(json!({
         "from": from,
-        "signing": {"mode": format!("{mode:?}"), "signed": signed, "reason": why.trim(),
+        "signing": {"mode": mode, "signed": signed, "reason": why.trim(),
                     "assumes": "one From mailbox equal to the envelope sender, and a client authenticated as that sender or on a listener with sign_without_auth"},
         "recipients": recipients,
+        "copies": copies,
     }))
+}
+
+fn recipient_json(r: &AcceptedRecipient) -> Value {
+    let d = &r.decision;
+    let key = match d.outcome {
+        Outcome::Smime => r.keys.smime.first().map(|c| {
+            let fpr = c
+                .to_der()
+                .map(|der| hex(&sha2::Sha256::digest(der)))
+                .unwrap_or_default();
+            format!("x509:{fpr} ({})", c.tbs_certificate.subject)
+        }),
+        Outcome::Openpgp => r
+            .keys
+            .openpgp
+            .first()
+            .map(|k| format!("pgp:{}", k.cert().fingerprint())),
+        _ => None,
+    };
+    json!({
+        "address": r.address.as_str(),
+        "rule": d.rule_match.as_ref().map(|m| json!({"index": d.rule, "match": m})),
+        "encrypt": format!("{:?}", d.encrypt).to_lowercase(),
+        "format": format!("{:?}", d.format).to_lowercase(),
+        "outcome": outcome_name(d.outcome),
+        "key": key,
+        "reason": d.reason,
+        "unusable": r.keys.unusable,
+    })
+}
+
+/// The copies the relay would send: format, signed or not, and to whom.
+fn copies_json(plan: &Plan, recipients: &[AcceptedRecipient]) -> Vec<Value> {
+    let names = |idx: &[usize]| -> Vec<&str> {
+        idx.iter()
+            .filter_map(|&i| recipients.get(i).map(|r| r.address.as_str()))
+            .collect()
+    };
+    match plan {
+        Plan::Passthrough(_) => {
+            let all: Vec<usize> = (0..recipients.len()).collect();
+            vec![json!({"format": "as is", "signed": false, "recipients": names(&all)})]
+        }
+        Plan::Copies(sealing) => (0..sealing.len())
+            .filter_map(|i| {
+                let (seal, signed) = sealing.format(i)?;
+                Some(json!({"format": outcome_name(seal), "signed": signed,
+                            "recipients": names(sealing.recipients(i))}))
+            })
+            .collect(),
+    }
+}
+
+/// A short text message as a client would send it: one From mailbox (the sender), the
+/// recipients in To.
+fn sample_message(from: &str, recipients: &[AcceptedRecipient]) -> Vec<u8> {
+    let to: Vec<String> = recipients
+        .iter()
+        .map(|r| format!("<{}>", r.address.as_str()))
+        .collect();
+    let from = if from.is_empty() {
+        "<>".to_string()
+    } else {
+        format!("<{from}>")
+    };
+    format!(
+        "From: {from}\r\nTo: {}\r\nSubject: policy explain\r\nMIME-Version: 1.0\r\n\
+         Content-Type: text/plain; charset=us-ascii\r\n\r\npolicy explain\r\n",
+        if to.is_empty() {
+            "undisclosed-recipients:;".to_string()
+        } else {
+            to.join(", ")
+        }
+    )
+    .into_bytes()
+}
+
+fn identities(sender: &SenderKeys) -> String {
+    let mut names = Vec::new();
+    if sender.smime.is_some() {
+        names.push("S/MIME");
+    }
+    if sender.openpgp.is_some() {
+        names.push("OpenPGP");
+    }
+    format!("identities: {}", names.join(" "))
 }
 
 /// Human-readable form.
@@ -124,6 +208,24 @@ pub fn render_text(v: &Value) -> String {
         for u in r["unusable"].as_array().into_iter().flatten() {
             out.push_str(&format!("  unusable: {}\n", s(u)));
         }
+    }
+    for c in v["copies"].as_array().into_iter().flatten() {
+        let to: Vec<String> = c["recipients"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(s)
+            .collect();
+        let signed = if c["signed"].as_bool() == Some(true) {
+            ", signed"
+        } else {
+            ""
+        };
+        out.push_str(&format!(
+            "copy {}{signed}: {}\n",
+            s(&c["format"]),
+            to.join(", ")
+        ));
     }
     let sig = &v["signing"];
     out.push_str(&format!(
@@ -173,7 +275,7 @@ pub fn run(
     );
     let result = keys.and_then(|k| {
         explain(
-            &config.policy,
+            &Settings::new(&config.policy, config.limits.mime.clone()),
             k.as_ref(),
             from,
             &recipients,

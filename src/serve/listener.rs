@@ -19,7 +19,7 @@ use crate::serve::proxy_protocol;
 use crate::serve::relay::{MemoryBudget, Pipeline, RelayBackend};
 use crate::smtp::SessionConfig;
 use crate::store::StoreKeys;
-use crate::transform::{KeySource, SealSettings, Settings};
+use crate::transform::{KeySource, Settings};
 use crate::upstream::Connector;
 
 #[derive(Debug, thiserror::Error)]
@@ -114,10 +114,7 @@ impl Server {
             source,
         })?;
         let pipeline = Arc::new(Pipeline {
-            settings: Settings {
-                policy: config.policy.clone(),
-                seal: SealSettings::from_policy(&config.policy, config.limits.mime.clone()),
-            },
+            settings: Settings::new(&config.policy, config.limits.mime.clone()),
             keys,
             memory: MemoryBudget::new(config.limits.max_sealing_memory),
             queue: Some(queue.clone()),

@@ -100,6 +100,16 @@ pub struct Settings {
     pub seal: SealSettings,
 }
 
+impl Settings {
+    /// The policy and the sealing settings it implies, under the MIME limits.
+    pub fn new(policy: &PolicyConfig, limits: crate::mime::Limits) -> Self {
+        Settings {
+            policy: policy.clone(),
+            seal: SealSettings::from_policy(policy, limits),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
