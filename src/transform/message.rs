@@ -298,3 +298,148 @@ fn with_result_header(content: Vec<u8>, seal: Outcome, signed: bool) -> Vec<u8> 
     out.extend_from_slice(&content);
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::PolicyConfig;
+    use crate::smtp::command::PathWithParams;
+    use crate::transform::{decide_at_rcpt, KeysUnavailable, RecipientKeys};
+    use der::DecodePem;
+
+    /// Keys in memory: an S/MIME certificate for bob@example.test, nothing else.
+    struct Keys;
+
+    impl KeySource for Keys {
+        fn recipient(
+            &self,
+            address: &str,
+            _: SystemTime,
+        ) -> Result<RecipientKeys, KeysUnavailable> {
+            let mut keys = RecipientKeys::default();
+            if address == "bob@example.test" {
+                let pem = include_bytes!("../../keys/demo/bob-rsa2048.pem");
+                keys.smime
+                    .push(x509_cert::Certificate::from_pem(pem).expect("demo certificate"));
+            }
+            Ok(keys)
+        }
+        fn sender(&self, _: &str, _: SystemTime) -> Result<Arc<SenderKeys>, KeysUnavailable> {
+            Ok(Arc::new(SenderKeys::default()))
+        }
+    }
+
+    fn settings(policy: PolicyConfig) -> Settings {
+        Settings::new(&policy, crate::mime::Limits::default())
+    }
+
+    fn accepted(settings: &Settings, to: &[&str]) -> Vec<AcceptedRecipient> {
+        to.iter()
+            .map(|a| {
+                let address = Address::parse(a).expect("address");
+                let path = PathWithParams {
+                    address: a.to_string(),
+                    params: Vec::new(),
+                };
+                decide_at_rcpt(&settings.policy, &Keys, path, address, SystemTime::now())
+                    .expect("keys")
+            })
+            .collect()
+    }
+
+    fn plan(
+        policy: PolicyConfig,
+        to: &[&str],
+        message: &str,
+    ) -> Result<(Planned, Vec<AcceptedRecipient>), Refusal> {
+        let settings = settings(policy);
+        let recipients = accepted(&settings, to);
+        let envelope = Envelope {
+            from: "alice@example.org",
+            authenticated: None,
+            sign_without_auth: true,
+            recipients: &recipients,
+        };
+        let planned = plan_message(
+            message.as_bytes().to_vec(),
+            &envelope,
+            &settings,
+            &Keys,
+            SystemTime::now(),
+        )?;
+        Ok((planned, recipients))
+    }
+
+    const TEXT: &str = "From: alice@example.org\r\nTo: bob@example.test, carol@example.net\r\n\
+                        Subject: hi\r\n\r\nhello\r\n";
+
+    fn unsigned() -> PolicyConfig {
+        PolicyConfig {
+            sign: SignMode::Off,
+            ..PolicyConfig::default()
+        }
+    }
+
+    #[test]
+    fn no_key_and_no_signing_is_sent_as_is() {
+        let (p, _) = plan(unsigned(), &["carol@example.net"], TEXT).expect("planned");
+        assert!(matches!(p.plan, Plan::Passthrough(_)));
+    }
+
+    #[test]
+    fn one_copy_per_format_and_an_encrypted_bcc_gets_its_own() {
+        let (p, _) = plan(unsigned(), &["bob@example.test", "carol@example.net"], TEXT).unwrap();
+        let Plan::Copies(s) = p.plan else {
+            panic!("copies expected")
+        };
+        assert_eq!(s.len(), 2);
+        assert_eq!(
+            (s.format(0), s.recipients(0)),
+            (Some((Outcome::Smime, false)), &[0][..])
+        );
+        assert_eq!(
+            (s.format(1), s.recipients(1)),
+            (Some((Outcome::Plain, false)), &[1][..])
+        );
+        // bob is not in To/Cc here: his encrypted copy names nobody else's key.
+        let bcc = "From: alice@example.org\r\nTo: carol@example.net\r\n\r\nhello\r\n";
+        let (p, _) = plan(unsigned(), &["carol@example.net", "bob@example.test"], bcc).unwrap();
+        let Plan::Copies(s) = p.plan else {
+            panic!("copies expected")
+        };
+        assert_eq!(s.recipients(1), &[1]);
+    }
+
+    #[test]
+    fn a_trigger_without_a_key_refuses_the_message_naming_the_recipient() {
+        let policy = PolicyConfig {
+            header_trigger: true,
+            ..unsigned()
+        };
+        let msg = format!("{}: required\r\n{TEXT}", super::super::TRIGGER_HEADER);
+        let refused = plan(policy, &["bob@example.test", "carol@example.net"], &msg);
+        match refused {
+            Err(Refusal::EncryptionRequired(a)) => assert_eq!(a.as_str(), "carol@example.net"),
+            other => panic!("expected a refusal, got {:?}", other.err()),
+        }
+    }
+
+    #[test]
+    fn required_signing_without_an_identity_is_refused_with_the_reason_for_the_log() {
+        let policy = PolicyConfig {
+            sign: SignMode::Required,
+            ..PolicyConfig::default()
+        };
+        match plan(policy, &["carol@example.net"], TEXT) {
+            Err(Refusal::CannotSign(why)) => assert!(!why.is_empty()),
+            other => panic!("expected CannotSign, got {:?}", other.err()),
+        }
+    }
+
+    #[test]
+    fn opportunistic_signing_without_an_identity_sends_unsigned() {
+        let (p, _) = plan(PolicyConfig::default(), &["carol@example.net"], TEXT).unwrap();
+        assert!(matches!(p.signing, SigningDecision::Unsigned(_)));
+        assert!(matches!(p.plan, Plan::Passthrough(_)));
+    }
+}
