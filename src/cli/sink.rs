@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
-use crate::serve::driver::{self, Backend, ListenerRuntime};
+use crate::serve::driver::{self, Backend, ListenerRuntime, Shutdown};
 use crate::smtp::command::PathWithParams;
 use crate::smtp::spool::Spool;
 use crate::smtp::{Reply, Secret, UpstreamFeatures};
@@ -111,8 +111,9 @@ pub async fn run(
         let notify = notify.clone();
         tokio::spawn(async move {
             let id = driver::session_id();
+            let _ = tcp.set_nodelay(true);
             let mut backend = FolderBackend::new(dir, counter, notify);
-            driver::serve(tcp, peer, rt, &mut backend, &id).await;
+            driver::serve(tcp, peer, rt, &mut backend, &id, Shutdown::never()).await;
         });
     }
 }

@@ -5,10 +5,11 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::watch;
+use tokio::time::Instant;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
@@ -94,37 +95,49 @@ impl RateWindow {
     }
 }
 
-enum ClientStream {
-    Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
+/// How far the server's shutdown has gone, as its connections hear it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// Serving.
+    Running,
+    /// Shutting down: an idle session is closed with 421 at once, a transaction in progress
+    /// may finish.
+    Drain,
+    /// The grace period is over: every session is closed with 421 at once.
+    Now,
 }
 
-impl ClientStream {
-    async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        match self {
-            ClientStream::Plain(s) => s.read(buf).await,
-            ClientStream::Tls(s) => s.read(buf).await,
+/// A connection's view of the server's shutdown: a [`Stop`] that only moves forward.
+#[derive(Clone, Debug)]
+pub struct Shutdown(Option<watch::Receiver<Stop>>);
+
+impl Shutdown {
+    /// Follows `stop`; a server gone (its sender dropped) counts as [`Stop::Now`].
+    pub fn new(stop: watch::Receiver<Stop>) -> Self {
+        Shutdown(Some(stop))
+    }
+
+    /// For a server that never shuts its sessions down (the sink).
+    pub fn never() -> Self {
+        Shutdown(None)
+    }
+
+    fn stop(&mut self) -> Stop {
+        match &mut self.0 {
+            None => Stop::Running,
+            Some(rx) if rx.has_changed().is_err() => Stop::Now,
+            Some(rx) => *rx.borrow_and_update(),
         }
     }
 
-    async fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        match self {
-            ClientStream::Plain(s) => {
-                s.write_all(bytes).await?;
-                s.flush().await
-            }
-            ClientStream::Tls(s) => {
-                s.write_all(bytes).await?;
-                s.flush().await
+    /// Resolves when the stage may have changed (never for [`Shutdown::never`]).
+    async fn changed(&mut self) {
+        match &mut self.0 {
+            None => std::future::pending().await,
+            Some(rx) => {
+                let _ = rx.changed().await;
             }
         }
-    }
-
-    async fn shutdown(&mut self) {
-        let _ = match self {
-            ClientStream::Plain(s) => s.shutdown().await,
-            ClientStream::Tls(s) => s.shutdown().await,
-        };
     }
 }
 
@@ -136,148 +149,259 @@ pub fn session_id() -> String {
     format!("{:x}{:06x}", std::process::id() & 0xffff, n)
 }
 
-/// Serves one client connection to the end.
-pub async fn serve<B: Backend>(
-    tcp: TcpStream,
+/// Serves one client connection to the end, over any byte stream: a TCP connection (with
+/// implicit TLS or STARTTLS when the listener has them), or an in-memory pipe in tests.
+pub async fn serve<S, B>(
+    stream: S,
     peer: SocketAddr,
     rt: Arc<ListenerRuntime>,
     backend: &mut B,
     id: &str,
-) {
-    let _ = tcp.set_nodelay(true);
-    let stream = if rt.implicit_tls {
-        let Some(acceptor) = &rt.acceptor else {
-            return;
-        };
-        match tokio::time::timeout(rt.handshake_timeout, acceptor.accept(tcp)).await {
-            Ok(Ok(tls)) => ClientStream::Tls(Box::new(tls)),
-            Ok(Err(e)) => {
-                tracing::info!(session = id, %peer, error = %e, "TLS handshake failed");
-                return;
-            }
-            Err(_) => {
-                tracing::info!(session = id, %peer, "TLS handshake timed out");
-                return;
-            }
-        }
-    } else {
-        ClientStream::Plain(tcp)
-    };
+    shutdown: Shutdown,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+    B: Backend,
+{
     let mut conn = Connection {
-        stream: Some(stream),
         session: Session::new(rt.session.clone()),
-        rt,
+        session_end: Instant::now() + rt.session_timeout,
+        rt: rt.clone(),
         spool: None,
         out: Vec::with_capacity(1024),
         id,
         peer,
+        shutdown,
         message_started: None,
         from: String::new(),
         recipients: 0,
     };
-    conn.run(backend).await;
+    if rt.implicit_tls {
+        if let Some(mut tls) = conn.handshake(stream, "TLS handshake").await {
+            conn.drive(&mut tls, backend).await;
+        }
+    } else {
+        let mut plain = stream;
+        if conn.drive(&mut plain, backend).await == End::StartTls {
+            if let Some(mut tls) = conn.handshake(plain, "STARTTLS handshake").await {
+                conn.tls_established();
+                conn.drive(&mut tls, backend).await;
+            }
+        }
+    }
     backend.close().await;
 }
 
+/// How [`Connection::drive`] left the stream.
+#[derive(Debug, PartialEq, Eq)]
+enum End {
+    Closed,
+    /// The 220 to STARTTLS is flushed: the TLS handshake comes next.
+    StartTls,
+}
+
+/// What [`Connection::act`] asks of the loop.
+enum Next {
+    Continue,
+    StartTls,
+    Close,
+}
+
+/// What one read brought.
+enum Input {
+    Bytes(usize),
+    /// Nothing for the session: look at the shutdown stage and the deadlines again.
+    Again,
+    TimedOut,
+    TooSlow,
+    /// The client closed the connection or it broke.
+    Gone,
+}
+
+/// The read deadlines: the session's life, the command in progress, the content's data rate.
+struct Clock {
+    session_end: Instant,
+    /// A command must be complete within command_timeout of its first byte, however slowly
+    /// it trickles in (a byte every few seconds must not hold a connection forever).
+    command_deadline: Option<Instant>,
+    lines_seen: u64,
+    rate: Option<RateWindow>,
+    /// The data timeout of the read in progress.
+    data_deadline: Instant,
+}
+
+impl Clock {
+    fn new(session_end: Instant) -> Self {
+        Clock {
+            session_end,
+            command_deadline: None,
+            lines_seen: 0,
+            rate: None,
+            data_deadline: session_end,
+        }
+    }
+
+    /// When the next read times out.
+    fn next_deadline(&mut self, session: &Session, rt: &ListenerRuntime) -> Instant {
+        let now = Instant::now();
+        if !session.in_data() || rt.min_data_rate == 0 {
+            self.rate = None;
+        }
+        self.data_deadline = now + rt.data_timeout;
+        let deadline = if session.in_data() {
+            self.command_deadline = None;
+            match rt.min_data_rate {
+                0 => self.data_deadline,
+                _ => self.data_deadline.min(
+                    self.rate
+                        .get_or_insert_with(|| RateWindow::new(now, rt.data_rate_window))
+                        .end(),
+                ),
+            }
+        } else {
+            // A new command starts when the buffer is empty or a line was completed.
+            if session.buffered() == 0 || session.lines_taken() != self.lines_seen {
+                self.command_deadline = None;
+            }
+            self.lines_seen = session.lines_taken();
+            *self
+                .command_deadline
+                .get_or_insert(now + rt.command_timeout)
+        };
+        deadline.min(self.session_end)
+    }
+
+    /// Judges a read that ended (`timed_out` or with `n` bytes) against the data rate, at the
+    /// end of each window (SECURITY.md I9). None: the read stands as it is.
+    fn judge_rate(&mut self, n: usize, timed_out: bool, min_rate: u64) -> Option<Input> {
+        let window = self.rate.as_mut()?;
+        window.bytes += n as u64;
+        let now = Instant::now();
+        if now < window.end() {
+            return None;
+        }
+        if !window.check(now, min_rate) {
+            return Some(Input::TooSlow);
+        }
+        // A read that timed out because the window ended is not a timeout of the client.
+        (timed_out && now < self.data_deadline && now < self.session_end).then_some(Input::Again)
+    }
+}
+
 struct Connection<'a> {
-    stream: Option<ClientStream>,
     session: Session,
     rt: Arc<ListenerRuntime>,
+    /// When the connection has lived as long as it may.
+    session_end: Instant,
     spool: Option<Spool>,
     out: Vec<u8>,
     id: &'a str,
     peer: SocketAddr,
-    message_started: Option<Instant>,
+    shutdown: Shutdown,
+    message_started: Option<std::time::Instant>,
     /// Envelope of the transaction in progress, for the log line.
     from: String,
     recipients: usize,
 }
 
 impl Connection<'_> {
-    async fn run<B: Backend>(&mut self, backend: &mut B) {
+    /// Runs the session over `stream` until it closes or asks for TLS.
+    async fn drive<S, B>(&mut self, stream: &mut S, backend: &mut B) -> End
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+        B: Backend,
+    {
         let mut buf = vec![0u8; 64 * 1024];
-        let session_end = tokio::time::Instant::now() + self.rt.session_timeout;
-        // A command must be complete within command_timeout of its first byte, however slowly
-        // it trickles in (a byte every few seconds must not hold a connection forever).
-        let mut command_deadline: Option<tokio::time::Instant> = None;
-        let mut lines_seen = 0;
-        let mut rate: Option<RateWindow> = None;
+        let mut clock = Clock::new(self.session_end);
         loop {
             while let Some(action) = self.session.next_action() {
-                if !self.act(action, backend).await {
-                    self.flush().await;
-                    if let Some(s) = self.stream.as_mut() {
-                        s.shutdown().await;
+                match self.act(action, backend).await {
+                    Next::Continue => {}
+                    Next::StartTls if self.flush(stream).await => return End::StartTls,
+                    Next::StartTls => return End::Closed,
+                    Next::Close => {
+                        self.flush(stream).await;
+                        let _ = stream.shutdown().await;
+                        return End::Closed;
                     }
-                    return;
                 }
             }
-            if !self.flush().await {
-                return;
+            if !self.flush(stream).await {
+                return End::Closed;
             }
-            let Some(stream) = self.stream.as_mut() else {
-                return;
-            };
-            let now = tokio::time::Instant::now();
-            let min_rate = self.rt.min_data_rate;
-            if !self.session.in_data() || min_rate == 0 {
-                rate = None;
+            if self.must_stop() {
+                self.session.shutting_down();
+                continue;
             }
-            let data_deadline = now + self.rt.data_timeout;
-            let deadline = if self.session.in_data() {
-                command_deadline = None;
-                match (min_rate, &mut rate) {
-                    (0, _) => data_deadline,
-                    (_, window) => data_deadline.min(
-                        window
-                            .get_or_insert_with(|| RateWindow::new(now, self.rt.data_rate_window))
-                            .end(),
-                    ),
-                }
-            } else {
-                // A new command starts when the buffer is empty or a line was completed.
-                if self.session.buffered() == 0 || self.session.lines_taken() != lines_seen {
-                    command_deadline = None;
-                }
-                lines_seen = self.session.lines_taken();
-                *command_deadline.get_or_insert(now + self.rt.command_timeout)
-            };
-            let read =
-                tokio::time::timeout_at(deadline.min(session_end), stream.read(&mut buf)).await;
-            if let (Ok(Ok(n)), Some(window)) = (&read, rate.as_mut()) {
-                window.bytes += *n as u64;
-            }
-            // The content's data rate, at the end of each window (SECURITY.md I9). A read that
-            // timed out because the window ended is not a timeout of the client.
-            let now = tokio::time::Instant::now();
-            if let Some(window) = rate.as_mut().filter(|w| now >= w.end()) {
-                if !window.check(now, min_rate) {
+            match self.read(stream, &mut buf, &mut clock).await {
+                Input::Bytes(n) => self.session.feed(&buf[..n]),
+                Input::Again => {}
+                Input::TimedOut => self.session.timed_out(),
+                Input::TooSlow => {
                     tracing::info!(session = self.id, peer = %self.peer, "message content slower than limits.min_data_rate; closing");
                     self.session.too_slow();
-                    continue;
                 }
-                if read.is_err() && now < data_deadline && now < session_end {
-                    continue;
-                }
-            }
-            match read {
-                Err(_) => self.session.timed_out(),
-                Ok(Ok(0)) | Ok(Err(_)) => {
+                Input::Gone => {
                     if self.spool.take().is_some() || self.session.in_data() {
                         tracing::info!(session = self.id, peer = %self.peer, "client vanished during message content; nothing relayed");
                     }
-                    return;
+                    return End::Closed;
                 }
-                Ok(Ok(n)) => self.session.feed(&buf[..n]),
             }
         }
     }
 
-    /// Carries out one action. Returns false when the connection must close.
-    async fn act<B: Backend>(&mut self, action: Action, backend: &mut B) -> bool {
+    /// At shutdown, whether the session is to be closed now: when it is idle (no transaction
+    /// in progress), or when the grace period is over.
+    fn must_stop(&mut self) -> bool {
+        let busy = self.session.in_data() || self.session.in_transaction();
+        match self.shutdown.stop() {
+            Stop::Running => false,
+            Stop::Drain if busy => false,
+            Stop::Drain => {
+                tracing::info!(session = self.id, peer = %self.peer, "shutting down: idle session closed");
+                true
+            }
+            Stop::Now => {
+                if busy {
+                    tracing::warn!(session = self.id, peer = %self.peer, "grace period over: transaction in progress abandoned");
+                }
+                true
+            }
+        }
+    }
+
+    /// Reads what the client sends next, within the deadlines; a change of the shutdown stage
+    /// interrupts it.
+    async fn read<S: AsyncRead + Unpin>(
+        &mut self,
+        stream: &mut S,
+        buf: &mut [u8],
+        clock: &mut Clock,
+    ) -> Input {
+        let deadline = clock.next_deadline(&self.session, &self.rt);
+        let read = tokio::select! {
+            read = tokio::time::timeout_at(deadline, stream.read(buf)) => read,
+            _ = self.shutdown.changed() => return Input::Again,
+        };
+        let n = match &read {
+            Ok(Ok(n)) => *n,
+            _ => 0,
+        };
+        if let Some(verdict) = clock.judge_rate(n, read.is_err(), self.rt.min_data_rate) {
+            return verdict;
+        }
+        match read {
+            Err(_) => Input::TimedOut,
+            Ok(Ok(0)) | Ok(Err(_)) => Input::Gone,
+            Ok(Ok(n)) => Input::Bytes(n),
+        }
+    }
+
+    /// Carries out one action.
+    async fn act<B: Backend>(&mut self, action: Action, backend: &mut B) -> Next {
         match action {
             Action::Send(reply) => self.out.extend_from_slice(&reply.to_bytes()),
-            Action::StartTls => return self.starttls().await,
+            Action::StartTls => return Next::StartTls,
             Action::Ehlo => {
                 let (name, esmtp) = self
                     .session
@@ -291,7 +415,7 @@ impl Connection<'_> {
                 self.spool = None;
                 let reply = backend.mail(&path).await;
                 if reply.is_positive() {
-                    self.message_started = Some(Instant::now());
+                    self.message_started = Some(std::time::Instant::now());
                     self.from = path.address.clone();
                     self.recipients = 0;
                 }
@@ -304,41 +428,8 @@ impl Connection<'_> {
                 }
                 self.session.answer(reply);
             }
-            Action::Body(bytes) => {
-                let rt = &self.rt;
-                let spool = self
-                    .spool
-                    .get_or_insert_with(|| Spool::new(rt.memory_spool, rt.spool_dir.clone()));
-                if let Err(e) = spool.write(&bytes) {
-                    tracing::error!(session = self.id, error = %e, "cannot spool message content");
-                    self.spool = None;
-                    self.session.fail_local(Reply::new(
-                        421,
-                        "4.3.0",
-                        "Local error in processing, closing connection",
-                    ));
-                }
-            }
-            Action::MessageEnd => {
-                let spool = self.spool.take().unwrap_or_else(|| Spool::new(0, None));
-                let size = spool.len();
-                let reply = backend.message(spool).await;
-                let elapsed = self
-                    .message_started
-                    .take()
-                    .map(|t| t.elapsed().as_millis() as u64);
-                tracing::info!(
-                    session = self.id,
-                    peer = %self.peer,
-                    from = %self.from,
-                    recipients = self.recipients,
-                    size,
-                    reply = %reply,
-                    elapsed_ms = elapsed.unwrap_or(0),
-                    "message"
-                );
-                self.session.answer(reply);
-            }
+            Action::Body(bytes) => self.spool_body(&bytes),
+            Action::MessageEnd => self.message_end(backend).await,
             Action::MessageAbort => self.spool = None,
             Action::Reset => {
                 self.spool = None;
@@ -348,88 +439,96 @@ impl Connection<'_> {
                 let reply = backend.auth(&line).await;
                 self.session.answer(reply);
             }
-            Action::Close => return false,
+            Action::Close => return Next::Close,
         }
-        true
+        Next::Continue
     }
 
-    async fn flush(&mut self) -> bool {
+    fn spool_body(&mut self, bytes: &[u8]) {
+        let rt = &self.rt;
+        let spool = self
+            .spool
+            .get_or_insert_with(|| Spool::new(rt.memory_spool, rt.spool_dir.clone()));
+        if let Err(e) = spool.write(bytes) {
+            tracing::error!(session = self.id, error = %e, "cannot spool message content");
+            self.spool = None;
+            self.session.fail_local(Reply::new(
+                421,
+                "4.3.0",
+                "Local error in processing, closing connection",
+            ));
+        }
+    }
+
+    /// Hands the complete message to the backend and the backend's reply to the client.
+    async fn message_end<B: Backend>(&mut self, backend: &mut B) {
+        let spool = self.spool.take().unwrap_or_else(|| Spool::new(0, None));
+        let size = spool.len();
+        let reply = backend.message(spool).await;
+        let elapsed = self
+            .message_started
+            .take()
+            .map(|t| t.elapsed().as_millis() as u64);
+        tracing::info!(
+            session = self.id,
+            peer = %self.peer,
+            from = %self.from,
+            recipients = self.recipients,
+            size,
+            reply = %reply,
+            elapsed_ms = elapsed.unwrap_or(0),
+            "message"
+        );
+        self.session.answer(reply);
+    }
+
+    async fn flush<S: AsyncWrite + Unpin>(&mut self, stream: &mut S) -> bool {
         if self.out.is_empty() {
             return true;
         }
-        let Some(stream) = self.stream.as_mut() else {
-            return false;
+        let write = async {
+            stream.write_all(&self.out).await?;
+            stream.flush().await
         };
-        let ok = tokio::time::timeout(self.rt.command_timeout, stream.write_all(&self.out))
+        let ok = tokio::time::timeout(self.rt.command_timeout, write)
             .await
             .is_ok_and(|r| r.is_ok());
         self.out.clear();
         ok
     }
 
-    async fn starttls(&mut self) -> bool {
-        if !self.flush().await {
-            return false;
-        }
-        let (Some(ClientStream::Plain(tcp)), Some(acceptor)) =
-            (self.stream.take(), self.rt.acceptor.clone())
-        else {
-            return false;
-        };
-        match tokio::time::timeout(self.rt.handshake_timeout, acceptor.accept(tcp)).await {
-            Ok(Ok(tls)) => {
-                if self.session.discarded_after_starttls() > 0 {
-                    tracing::warn!(
-                        session = self.id,
-                        peer = %self.peer,
-                        bytes = self.session.discarded_after_starttls(),
-                        "discarded plaintext pipelined behind STARTTLS"
-                    );
-                }
-                self.stream = Some(ClientStream::Tls(Box::new(tls)));
-                self.session.tls_established();
-                true
-            }
+    /// The TLS handshake on `stream` (`what`, for the log), within the handshake timeout.
+    async fn handshake<S>(&self, stream: S, what: &str) -> Option<TlsStream<S>>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let acceptor = self.rt.acceptor.as_ref()?;
+        match tokio::time::timeout(self.rt.handshake_timeout, acceptor.accept(stream)).await {
+            Ok(Ok(tls)) => Some(tls),
             Ok(Err(e)) => {
-                tracing::info!(session = self.id, peer = %self.peer, error = %e, "STARTTLS handshake failed");
-                false
+                tracing::info!(session = self.id, peer = %self.peer, error = %e, "{what} failed");
+                None
             }
             Err(_) => {
-                tracing::info!(session = self.id, peer = %self.peer, "STARTTLS handshake timed out");
-                false
+                tracing::info!(session = self.id, peer = %self.peer, "{what} timed out");
+                None
             }
         }
+    }
+
+    /// STARTTLS succeeded: the session starts over under TLS.
+    fn tls_established(&mut self) {
+        if self.session.discarded_after_starttls() > 0 {
+            tracing::warn!(
+                session = self.id,
+                peer = %self.peer,
+                bytes = self.session.discarded_after_starttls(),
+                "discarded plaintext pipelined behind STARTTLS"
+            );
+        }
+        self.session.tls_established();
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn data_rate_is_judged_per_window() {
-        let t0 = tokio::time::Instant::now();
-        let second = Duration::from_secs(1);
-        let mut w = RateWindow::new(t0, 30 * second);
-        w.bytes = 29 * 1024;
-        assert!(
-            w.check(t0 + 10 * second, 1024),
-            "not judged before the window ends"
-        );
-        assert_eq!(w.bytes, 29 * 1024);
-        assert!(
-            !w.check(t0 + 30 * second, 1024),
-            "29 KB in 30 s is below 1 KB/s"
-        );
-        let t1 = t0 + 30 * second;
-        assert_eq!((w.start, w.bytes), (t1, 0), "a new window starts");
-        w.bytes = 30 * 1024;
-        assert!(
-            w.check(t1 + 30 * second, 1024),
-            "exactly the minimum passes"
-        );
-        let mut w = RateWindow::new(t0, Duration::from_millis(1500));
-        w.bytes = 1499;
-        assert!(!w.check(t0 + Duration::from_millis(1500), 1000));
-    }
-}
+mod tests;

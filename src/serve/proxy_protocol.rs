@@ -154,95 +154,16 @@ fn parse_v2(buf: &[u8]) -> Result<Step, ProxyError> {
     if buf.len() < 16 {
         return Ok(Err(16 - buf.len()));
     }
-    let ver_cmd = buf[12];
-    if ver_cmd >> 4 != 2 {
-        return Err(ProxyError::Malformed("version is not 2"));
-    }
-    let local = match ver_cmd & 0x0f {
-        0 => true,
-        1 => false,
-        _ => return Err(ProxyError::Malformed("unknown command")),
-    };
-    let family = buf[13];
-    let len = usize::from(u16::from_be_bytes([buf[14], buf[15]]));
-    let total = 16 + len;
+    let local = v2_is_local(buf[12])?;
+    let total = 16 + usize::from(u16::from_be_bytes([buf[14], buf[15]]));
     if total > V2_MAX {
         return Err(ProxyError::TooLong(V2_MAX));
     }
     if buf.len() < total {
         return Ok(Err(total - buf.len()));
     }
-    let body = &buf[16..total];
-    let (addresses, addr_len) = match family {
-        // UNSPEC: no addresses (LOCAL, or a transport the proxy could not name).
-        0x00 => (None, 0),
-        0x11 => {
-            let b = body
-                .get(..12)
-                .ok_or(ProxyError::Malformed("address block too short"))?;
-            let ip = |o: usize| IpAddr::V4(Ipv4Addr::new(b[o], b[o + 1], b[o + 2], b[o + 3]));
-            let port = |o: usize| u16::from_be_bytes([b[o], b[o + 1]]);
-            (
-                Some((
-                    SocketAddr::new(ip(0), port(8)),
-                    SocketAddr::new(ip(4), port(10)),
-                )),
-                12,
-            )
-        }
-        0x21 => {
-            let b = body
-                .get(..36)
-                .ok_or(ProxyError::Malformed("address block too short"))?;
-            let ip = |o: usize| {
-                let mut a = [0u8; 16];
-                a.copy_from_slice(&b[o..o + 16]);
-                IpAddr::V6(Ipv6Addr::from(a))
-            };
-            let port = |o: usize| u16::from_be_bytes([b[o], b[o + 1]]);
-            (
-                Some((
-                    SocketAddr::new(ip(0), port(32)),
-                    SocketAddr::new(ip(16), port(34)),
-                )),
-                36,
-            )
-        }
-        // UDP, UNIX sockets: not an SMTP client we can name.
-        _ if local => (None, 0),
-        _ => return Err(ProxyError::Unsupported),
-    };
-    if !local && addresses.is_none() {
-        return Err(ProxyError::Unsupported);
-    }
-    let mut tlvs = Vec::new();
-    let mut rest = &body[addr_len.min(body.len())..];
-    let mut crc_at = None;
-    while !rest.is_empty() {
-        let [t, hi, lo, ..] = rest[..] else {
-            return Err(ProxyError::Malformed("truncated TLV"));
-        };
-        let l = usize::from(u16::from_be_bytes([hi, lo]));
-        let value = rest
-            .get(3..3 + l)
-            .ok_or(ProxyError::Malformed("TLV longer than the header"))?;
-        if t == PP2_TYPE_CRC32C {
-            if l != 4 || crc_at.is_some() {
-                return Err(ProxyError::Malformed("bad CRC32C TLV"));
-            }
-            crc_at = Some(total - rest.len() + 3);
-        }
-        tlvs.push((t, value.to_vec()));
-        rest = &rest[3 + l..];
-    }
-    if let Some(at) = crc_at {
-        let mut copy = buf[..total].to_vec();
-        let sent = u32::from_be_bytes([copy[at], copy[at + 1], copy[at + 2], copy[at + 3]]);
-        copy[at..at + 4].fill(0);
-        if crc32c(&copy) != sent {
-            return Err(ProxyError::Checksum);
-        }
-    }
+    let (addresses, addr_len) = v2_addresses(buf[13], local, &buf[16..total])?;
+    let tlvs = v2_tlvs(&buf[..total], 16 + addr_len)?;
     Ok(Ok((
         total,
         ProxyHeader {
@@ -250,6 +171,85 @@ fn parse_v2(buf: &[u8]) -> Result<Step, ProxyError> {
             tlvs,
         },
     )))
+}
+
+/// The version and command octet: true for `LOCAL` (the proxy's own connection), false for
+/// `PROXY`.
+fn v2_is_local(ver_cmd: u8) -> Result<bool, ProxyError> {
+    if ver_cmd >> 4 != 2 {
+        return Err(ProxyError::Malformed("version is not 2"));
+    }
+    match ver_cmd & 0x0f {
+        0 => Ok(true),
+        1 => Ok(false),
+        _ => Err(ProxyError::Malformed("unknown command")),
+    }
+}
+
+/// The (client, destination) address block of `family` at the start of `body`, and its length.
+fn v2_addresses(
+    family: u8,
+    local: bool,
+    body: &[u8],
+) -> Result<(Option<(SocketAddr, SocketAddr)>, usize), ProxyError> {
+    let width = match family {
+        0x11 => 4,  // TCP over IPv4
+        0x21 => 16, // TCP over IPv6
+        // UNSPEC (LOCAL, or a transport the proxy could not name), UDP, UNIX sockets: not an
+        // SMTP client we can name, which only a LOCAL connection may leave unnamed.
+        _ if local => return Ok((None, 0)),
+        _ => return Err(ProxyError::Unsupported),
+    };
+    let len = 2 * width + 4;
+    let b = body
+        .get(..len)
+        .ok_or(ProxyError::Malformed("address block too short"))?;
+    let ip = |o: usize| match width {
+        4 => IpAddr::from([b[o], b[o + 1], b[o + 2], b[o + 3]]),
+        _ => {
+            let mut a = [0u8; 16];
+            a.copy_from_slice(&b[o..o + 16]);
+            IpAddr::from(a)
+        }
+    };
+    let port = |o: usize| u16::from_be_bytes([b[o], b[o + 1]]);
+    let client = SocketAddr::new(ip(0), port(2 * width));
+    let dest = SocketAddr::new(ip(width), port(2 * width + 2));
+    Ok((Some((client, dest)), len))
+}
+
+/// The type-length-value fields of `header` from `start` on; a CRC32C field is checked
+/// against the whole header.
+fn v2_tlvs(header: &[u8], start: usize) -> Result<Vec<(u8, Vec<u8>)>, ProxyError> {
+    let mut tlvs = Vec::new();
+    let mut at = start;
+    let mut crc_at = None;
+    while at < header.len() {
+        let [t, hi, lo, ..] = header[at..] else {
+            return Err(ProxyError::Malformed("truncated TLV"));
+        };
+        let l = usize::from(u16::from_be_bytes([hi, lo]));
+        let value = header
+            .get(at + 3..at + 3 + l)
+            .ok_or(ProxyError::Malformed("TLV longer than the header"))?;
+        if t == PP2_TYPE_CRC32C {
+            if l != 4 || crc_at.is_some() {
+                return Err(ProxyError::Malformed("bad CRC32C TLV"));
+            }
+            crc_at = Some(at + 3);
+        }
+        tlvs.push((t, value.to_vec()));
+        at += 3 + l;
+    }
+    if let Some(at) = crc_at {
+        let mut copy = header.to_vec();
+        let sent = u32::from_be_bytes([copy[at], copy[at + 1], copy[at + 2], copy[at + 3]]);
+        copy[at..at + 4].fill(0);
+        if crc32c(&copy) != sent {
+            return Err(ProxyError::Checksum);
+        }
+    }
+    Ok(tlvs)
 }
 
 /// CRC-32C (Castagnoli), bitwise: headers are small.

@@ -228,6 +228,11 @@ impl Session {
         )
     }
 
+    /// True from an accepted MAIL until the transaction ends (message answered, RSET, ...).
+    pub fn in_transaction(&self) -> bool {
+        self.mail_accepted
+    }
+
     pub fn is_closed(&self) -> bool {
         matches!(self.phase, Phase::Closed) && self.actions.is_empty()
     }
@@ -379,6 +384,11 @@ impl Session {
             "4.4.2",
             "Data rate too low, closing connection",
         ));
+    }
+
+    /// The server is shutting down (RFC 3463 4.3.2: system not accepting network messages).
+    pub fn shutting_down(&mut self) {
+        self.cut(Reply::new(421, "4.3.2", "Service shutting down"));
     }
 
     fn cut(&mut self, reply: Reply) {
