@@ -13,11 +13,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sealgate::config::{Config, Limits, UpstreamConfig, UpstreamTls};
-use sealgate::serve::driver::ListenerRuntime;
 use sealgate::serve::listener::Server;
 use sealgate::smtp::command::PathWithParams;
 use sealgate::smtp::spool::Spool;
-use sealgate::smtp::SessionConfig;
 use sealgate::upstream::Connector;
 
 fn limits() -> Limits {
@@ -147,24 +145,9 @@ fn main() {
         let tls_dir = dir.path().join("tls");
         sealgate::cli::demo::make_pki(&tls_dir).expect("pki");
         let ca = tls_dir.join("ca.pem");
-        let sink_rt = ListenerRuntime {
-            session: SessionConfig { hostname: "sink.localhost".into(), starttls: true, ..SessionConfig::default() },
-            acceptor: Some(tokio_rustls::TlsAcceptor::from(
-                sealgate::config::tls::server_config(&tls_dir.join("server.pem"), &tls_dir.join("server.key")).expect("sink tls"),
-            )),
-            implicit_tls: false,
-            command_timeout: Duration::from_secs(60),
-            data_timeout: Duration::from_secs(60),
-            handshake_timeout: Duration::from_secs(10),
-            memory_spool: 1 << 20,
-            spool_dir: None,
-            sign_without_auth: false,
-            allow_from: None,
-            proxy: None,
-            session_timeout: Duration::from_secs(3600),
-            min_data_rate: 0,
-            data_rate_window: std::time::Duration::from_secs(30),
-        };
+        let sink_rt = sealgate::cli::sink::runtime(tokio_rustls::TlsAcceptor::from(
+            sealgate::config::tls::server_config(&tls_dir.join("server.pem"), &tls_dir.join("server.key")).expect("sink tls"),
+        ));
         // SEALGATE_BENCH_SINK_DIR=DIR keeps what the sink receives, to check what was measured.
         let keep = std::env::var_os("SEALGATE_BENCH_SINK_DIR").map(std::path::PathBuf::from);
         let (sink, count, _task) = sealgate::cli::sink::spawn("127.0.0.1:0".parse().expect("addr"), sink_rt, keep, None)

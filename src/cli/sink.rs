@@ -6,13 +6,15 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 
 use crate::serve::driver::{self, Backend, ListenerRuntime, Shutdown};
 use crate::smtp::command::PathWithParams;
 use crate::smtp::spool::Spool;
-use crate::smtp::{Reply, Secret, UpstreamFeatures};
+use crate::smtp::{Reply, Secret, SessionConfig, UpstreamFeatures};
 
 /// Told the path of every message written (the demo prints how to open it).
 pub type Notify = tokio::sync::mpsc::UnboundedSender<PathBuf>;
@@ -91,6 +93,32 @@ impl Backend for FolderBackend {
     }
 
     async fn close(&mut self) {}
+}
+
+/// The sink's listener settings: STARTTLS with `acceptor`, required before MAIL (the relay's
+/// forced TLS is what the sink stands in for), and generous timeouts.
+pub fn runtime(acceptor: TlsAcceptor) -> ListenerRuntime {
+    ListenerRuntime {
+        session: SessionConfig {
+            hostname: "sink.localhost".into(),
+            starttls: true,
+            require_tls: true,
+            ..SessionConfig::default()
+        },
+        acceptor: Some(acceptor),
+        implicit_tls: false,
+        command_timeout: Duration::from_secs(300),
+        data_timeout: Duration::from_secs(300),
+        handshake_timeout: Duration::from_secs(30),
+        memory_spool: 1024 * 1024,
+        spool_dir: None,
+        sign_without_auth: false,
+        allow_from: None,
+        proxy: None,
+        session_timeout: Duration::from_secs(3600),
+        min_data_rate: 0,
+        data_rate_window: Duration::from_secs(30),
+    }
 }
 
 /// Serves the sink on `listener` until the process ends.

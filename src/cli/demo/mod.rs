@@ -11,9 +11,7 @@ use std::path::{Path, PathBuf};
 
 use crate::config::tls;
 use crate::config::Config;
-use crate::serve::driver::ListenerRuntime;
 use crate::serve::listener::{self, Server};
-use crate::smtp::SessionConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
@@ -80,30 +78,10 @@ pub async fn run(opts: DemoOptions) -> Result<(), DemoError> {
     let keys = demo_keys(&opts.keys);
 
     // The built-in upstream: a STARTTLS sink writing to mail/.
-    let sink_rt = ListenerRuntime {
-        session: SessionConfig {
-            hostname: "sink.localhost".into(),
-            starttls: true,
-            require_tls: true,
-            ..SessionConfig::default()
-        },
-        acceptor: Some(tokio_rustls::TlsAcceptor::from(tls::server_config(
-            &tls_dir.join("server.pem"),
-            &tls_dir.join("server.key"),
-        )?)),
-        implicit_tls: false,
-        command_timeout: std::time::Duration::from_secs(300),
-        data_timeout: std::time::Duration::from_secs(300),
-        handshake_timeout: std::time::Duration::from_secs(30),
-        memory_spool: 1024 * 1024,
-        spool_dir: None,
-        sign_without_auth: false,
-        allow_from: None,
-        proxy: None,
-        session_timeout: std::time::Duration::from_secs(3600),
-        min_data_rate: 0,
-        data_rate_window: std::time::Duration::from_secs(30),
-    };
+    let sink_rt = crate::cli::sink::runtime(tokio_rustls::TlsAcceptor::from(tls::server_config(
+        &tls_dir.join("server.pem"),
+        &tls_dir.join("server.key"),
+    )?));
     let (notify, arrivals) = tokio::sync::mpsc::unbounded_channel();
     let (sink_addr, _count, _sink) =
         crate::cli::sink::spawn(opts.sink, sink_rt, Some(mail_dir.clone()), Some(notify))
