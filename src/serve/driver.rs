@@ -1,6 +1,7 @@
-//! The async driver of one client connection: it moves bytes between the socket and the sans-IO
-//! [`Session`], applies timeouts, switches to TLS on STARTTLS, keeps the message content in a
-//! [`Spool`], and asks a [`Backend`] (the upstream relay, or the demo's folder) for verdicts.
+//! The async driver of one client connection, over any byte stream: it moves bytes between the
+//! stream and the sans-IO [`Session`], applies timeouts, switches to TLS on STARTTLS, keeps the
+//! message content in a [`Spool`], asks a [`Backend`] (the upstream relay, or the sink's folder)
+//! for verdicts, and closes the session with 421 when the server shuts down ([`Shutdown`]).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -64,13 +65,13 @@ pub struct ListenerRuntime {
 /// less than the minimum in a window is cut, however it spreads its bytes.
 #[derive(Debug)]
 struct RateWindow {
-    start: tokio::time::Instant,
+    start: Instant,
     length: Duration,
     bytes: u64,
 }
 
 impl RateWindow {
-    fn new(now: tokio::time::Instant, length: Duration) -> Self {
+    fn new(now: Instant, length: Duration) -> Self {
         RateWindow {
             start: now,
             length,
@@ -78,13 +79,13 @@ impl RateWindow {
         }
     }
 
-    fn end(&self) -> tokio::time::Instant {
+    fn end(&self) -> Instant {
         self.start + self.length
     }
 
     /// At or after the window's end: false when the window fell short of `min` bytes per
     /// second; otherwise a new window starts.
-    fn check(&mut self, now: tokio::time::Instant, min: u64) -> bool {
+    fn check(&mut self, now: Instant, min: u64) -> bool {
         if now < self.end() {
             return true;
         }
