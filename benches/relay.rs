@@ -16,7 +16,7 @@ use sealgate::config::{Config, Limits, UpstreamConfig, UpstreamTls};
 use sealgate::serve::listener::Server;
 use sealgate::smtp::command::PathWithParams;
 use sealgate::smtp::spool::Spool;
-use sealgate::upstream::Connector;
+use sealgate::upstream::{Connector, Mail};
 
 fn limits() -> Limits {
     Limits {
@@ -92,7 +92,7 @@ async fn load(
                         esmtp: true,
                         login: None,
                     };
-                    let mut s = target.connect(Some(&me)).await.ok()?;
+                    let s = target.connect(Some(&me)).await.ok()?;
                     let from = PathWithParams {
                         address: from.into(),
                         params: vec![],
@@ -101,17 +101,15 @@ async fn load(
                         address: to.into(),
                         params: vec![],
                     };
-                    s.mail(&from, Some(&me), "bench")
-                        .await
-                        .ok()
-                        .filter(|r| r.is_positive())?;
-                    s.rcpt(&to).await.ok().filter(|r| r.is_positive())?;
+                    let Ok(Mail::Accepted(mut txn, _)) = s.mail(&from, Some(&me), "bench").await
+                    else {
+                        return None;
+                    };
+                    txn.rcpt(&to).await.ok().filter(|r| r.is_positive())?;
                     let mut spool = Spool::new(1 << 20, None);
                     spool.write(&body).ok()?;
-                    s.send_message(&mut spool)
-                        .await
-                        .ok()
-                        .filter(|r| r.is_positive())?;
+                    let (s, reply) = txn.data(&mut spool).await.ok()?;
+                    reply.is_positive().then_some(())?;
                     s.quit().await;
                     Some(())
                 }

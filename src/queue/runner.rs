@@ -315,7 +315,7 @@ impl Queue {
             .iter()
             .map(|&i| meta.recipients[i].path.to_path())
             .collect();
-        let mut up = match connector.connect(meta.client.as_ref()).await {
+        let up = match connector.connect(meta.client.as_ref()).await {
             Ok(up) => up,
             Err(e) => {
                 let line = format!("{} ({e})", reply_line(&crate::serve::replies::upstream(&e)));
@@ -327,8 +327,8 @@ impl Queue {
                 return;
             }
         };
-        let (verdicts, error) = deliver(
-            &mut up,
+        let (verdicts, session) = deliver(
+            up,
             &meta.sender.to_path(),
             &rcpts,
             &mut Spool::from_bytes(content),
@@ -336,9 +336,13 @@ impl Queue {
             &meta.id,
         )
         .await;
-        if error.is_none() {
-            up.quit().await;
-        }
+        let error = match session {
+            Ok(up) => {
+                up.quit().await;
+                None
+            }
+            Err(e) => Some(e),
+        };
         let (mut delivered, mut failed) = (0u64, 0u64);
         for (&i, v) in idx.iter().zip(&verdicts) {
             let r = &mut meta.recipients[i];
@@ -473,9 +477,9 @@ impl Queue {
         };
         // A notification is sealgate's own mail: the upstream sees sealgate as its client.
         let outcome = match connector.connect(None).await {
-            Ok(mut up) => {
-                let (v, error) = deliver(
-                    &mut up,
+            Ok(up) => {
+                let (v, session) = deliver(
+                    up,
                     &mail,
                     std::slice::from_ref(&to),
                     &mut Spool::from_bytes(report),
@@ -483,7 +487,7 @@ impl Queue {
                     &meta.id,
                 )
                 .await;
-                if error.is_none() {
+                if let Ok(up) = session {
                     up.quit().await;
                 }
                 v.into_iter().next()

@@ -1,7 +1,7 @@
-//! The upstream SMTP client, as a sequence of typed states:
-//! `Greeted` (plaintext or implicit TLS) -> `Capable` (EHLO done) -> (STARTTLS) -> `Ready`.
-//! Only a `Ready` session, which is always under verified TLS, can carry a transaction: there is
-//! no way to send MAIL over plaintext.
+//! Connecting to the upstream, as a sequence of typed states:
+//! `Greeted` (plaintext or implicit TLS) -> `Capable` (EHLO done) -> (STARTTLS) -> `Ready`
+//! ([`super::session`]). Only a `Capable` session under verified TLS becomes `Ready`, and only
+//! a `Ready` session can carry a transaction: there is no way to send MAIL over plaintext.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -14,12 +14,10 @@ use tokio_rustls::TlsConnector;
 
 use super::conn::Conn;
 use super::error::{Phase, UpstreamError};
-use super::identity::{ClientIdentity, ForwardClient, IdentityError};
+use super::identity::{ClientIdentity, ForwardClient};
+use super::session::Ready;
 use crate::config::{Limits, UpstreamConfig, UpstreamTls};
-use crate::smtp::command::PathWithParams;
-use crate::smtp::data::DotStuffer;
-use crate::smtp::spool::Spool;
-use crate::smtp::{Reply, ReplyError, Secret, UpstreamFeatures};
+use crate::smtp::Reply;
 
 /// Opens verified TLS sessions to the configured upstream.
 pub struct Connector {
@@ -82,8 +80,8 @@ impl Connector {
                     .into_ready()
             }
         };
-        ready.forward = self.cfg.forward_client;
-        if let (ForwardClient::Xclient, Some(client)) = (ready.forward, client) {
+        ready.set_forward(self.cfg.forward_client);
+        if let (ForwardClient::Xclient, Some(client)) = (self.cfg.forward_client, client) {
             ready.xclient(client).await?;
         }
         tracing::debug!(
@@ -157,7 +155,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Greeted<S> {
 }
 
 /// An EHLO (or HELO) that is not the first of the session: after XCLIENT.
-async fn greet_again<S: AsyncRead + AsyncWrite + Unpin>(
+pub(super) async fn greet_again<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut Conn<S>,
     name: &str,
     esmtp: bool,
@@ -204,13 +202,31 @@ impl Capable<TcpStream> {
 }
 
 impl Capable<TlsStream<TcpStream>> {
+    /// Only a session under verified TLS becomes [`Ready`].
     fn into_ready(self) -> Ready {
-        Ready {
-            conn: self.conn,
-            extensions: self.extensions,
-            forward: ForwardClient::None,
-        }
+        Ready::new(self.conn, self.extensions)
     }
+}
+
+#[cfg(test)]
+impl<S: AsyncRead + AsyncWrite + Unpin> Capable<S> {
+    /// Tests drive the transaction states over an in-memory stream.
+    fn into_ready_for_test(self) -> Ready<S> {
+        Ready::new(self.conn, self.extensions)
+    }
+}
+
+/// A session over `stream` (a test's in-memory pipe): greeting and EHLO, no TLS.
+#[cfg(test)]
+pub(crate) async fn test_session<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+) -> Result<Ready<S>, UpstreamError> {
+    let conn = Conn::new(stream, std::time::Duration::from_secs(5));
+    Ok(Greeted::read(conn)
+        .await?
+        .ehlo("test.localhost")
+        .await?
+        .into_ready_for_test())
 }
 
 /// What the upstream announced in EHLO.
@@ -255,145 +271,6 @@ impl Extensions {
             }
         }
         ext
-    }
-}
-
-/// A secured, greeted upstream session that can carry transactions.
-pub struct Ready {
-    conn: Conn<TlsStream<TcpStream>>,
-    extensions: Extensions,
-    forward: ForwardClient,
-}
-
-impl Ready {
-    pub fn extensions(&self) -> &Extensions {
-        &self.extensions
-    }
-
-    /// What the client may use through us.
-    pub fn features(&self) -> UpstreamFeatures {
-        UpstreamFeatures {
-            size: self.extensions.size,
-            eightbitmime: self.extensions.eightbitmime,
-            smtputf8: self.extensions.smtputf8,
-            dsn: self.extensions.dsn,
-            auth: self.extensions.auth.clone(),
-        }
-    }
-
-    /// XCLIENT with what we know of the client, then the new greeting and our EHLO (or HELO)
-    /// with the client's name, which the upstream takes as the client's HELO. Not offered, or
-    /// refused: an error (the caller answers 451 4.7.0 and sends nothing).
-    async fn xclient(&mut self, client: &ClientIdentity) -> Result<(), UpstreamError> {
-        let offered = self
-            .extensions
-            .xclient
-            .as_deref()
-            .ok_or(IdentityError::NotOffered("XCLIENT"))?;
-        let line = client.xclient(offered)?;
-        let reply = self.conn.command(line.as_bytes(), Phase::Xclient).await?;
-        // Postfix and Exim answer with a new greeting (220); the first description of the
-        // extension said 250. Either way the session starts over with EHLO.
-        if !matches!(reply.code(), 220 | 250) {
-            return Err(UpstreamError::IdentityRefused {
-                phase: Phase::Xclient,
-                reply,
-            });
-        }
-        self.extensions =
-            greet_again(&mut self.conn, &client.helo_for_upstream(), client.esmtp).await?;
-        Ok(())
-    }
-
-    /// Opens a transaction: XFORWARD first when the upstream is to be told that way (its
-    /// attributes last one transaction), then MAIL. `client` None: mail sealgate writes itself.
-    pub async fn mail(
-        &mut self,
-        path: &PathWithParams,
-        client: Option<&ClientIdentity>,
-        ident: &str,
-    ) -> Result<Reply, UpstreamError> {
-        if let (ForwardClient::Xforward, Some(client)) = (self.forward, client) {
-            let offered = self
-                .extensions
-                .xforward
-                .as_deref()
-                .ok_or(IdentityError::NotOffered("XFORWARD"))?;
-            let line = client.xforward(offered, ident)?;
-            let reply = self.conn.command(line.as_bytes(), Phase::Xforward).await?;
-            if reply.code() != 250 {
-                return Err(UpstreamError::IdentityRefused {
-                    phase: Phase::Xforward,
-                    reply,
-                });
-            }
-        }
-        let mut path = path.clone();
-        if !self.extensions.eightbitmime {
-            path.params.retain(|(k, _)| k != "BODY");
-        }
-        let line = format!("MAIL FROM:{}", path.wire());
-        self.conn.command(line.as_bytes(), Phase::Mail).await
-    }
-
-    pub async fn rcpt(&mut self, path: &PathWithParams) -> Result<Reply, UpstreamError> {
-        let line = format!("RCPT TO:{}", path.wire());
-        self.conn.command(line.as_bytes(), Phase::Rcpt).await
-    }
-
-    pub async fn rset(&mut self) -> Result<Reply, UpstreamError> {
-        self.conn.command(b"RSET", Phase::Rset).await
-    }
-
-    /// Passes an AUTH command or continuation line through.
-    pub async fn auth(&mut self, line: &Secret) -> Result<Reply, UpstreamError> {
-        self.conn.command(line.expose(), Phase::Auth).await
-    }
-
-    /// DATA, the dot-stuffed content, the final dot, and the final reply. A refusal of DATA
-    /// itself is returned as the reply; any failure once content is on the wire is an error
-    /// (the caller answers 4xx: SECURITY.md I4).
-    pub async fn send_message(&mut self, spool: &mut Spool) -> Result<Reply, UpstreamError> {
-        let reply = self.conn.command(b"DATA", Phase::Data).await?;
-        if reply.is_transient() || reply.is_permanent() {
-            return Ok(reply);
-        }
-        if reply.code() != 354 {
-            // A 2xx here would pass for a final reply with nothing delivered (I4).
-            return Err(UpstreamError::Malformed {
-                phase: Phase::Data,
-                source: ReplyError::Unexpected(reply.code()),
-            });
-        }
-        self.conn.expect_nothing_buffered(Phase::Data)?;
-        let mut stuffer = DotStuffer::default();
-        let mut out = Vec::with_capacity(70 * 1024);
-        let mut offset = 0u64;
-        let mut chunk = vec![0u8; 64 * 1024];
-        loop {
-            let n = spool
-                .read_at(offset, &mut chunk)
-                .map_err(|source| UpstreamError::Io {
-                    phase: Phase::Content,
-                    source,
-                })?;
-            if n == 0 {
-                break;
-            }
-            offset += n as u64;
-            out.clear();
-            stuffer.stuff(&chunk[..n], &mut out);
-            self.conn.write_all(&out, Phase::Content).await?;
-        }
-        out.clear();
-        stuffer.finish(&mut out);
-        self.conn.write_all(&out, Phase::Content).await?;
-        self.conn.read_reply(Phase::FinalReply).await
-    }
-
-    pub async fn quit(mut self) {
-        let _ = self.conn.command(b"QUIT", Phase::Quit).await;
-        let _ = tokio::io::AsyncWriteExt::shutdown(self.conn.stream_mut()).await;
     }
 }
 

@@ -15,7 +15,7 @@ use crate::smtp::command::PathWithParams;
 use crate::smtp::spool::Spool;
 use crate::smtp::Reply;
 use crate::transform::{self, AcceptedRecipient, Envelope, Plan, ReadyCopy, Refusal, Sealing};
-use crate::upstream::{Phase, UpstreamError};
+use crate::upstream::{Mail, Phase, UpstreamError};
 
 /// The recipients of a transaction, shared with the blocking threads that seal for them.
 pub(super) type Recipients = Arc<Vec<AcceptedRecipient>>;
@@ -31,7 +31,7 @@ impl RelayBackend {
     /// The complete message: planned, then sent. The reply is the client's final reply.
     pub(super) async fn deliver(&mut self, content: Spool) -> Result<Reply, RelayError> {
         let txn = self.txn.take().ok_or(RelayError::UpstreamGone)?;
-        self.ready()?;
+        self.in_transaction()?;
         // The memory budget (SECURITY.md I9): held until the last copy is sent.
         let Some(_memory) = self.pipeline.memory.reserve(content.len()).await else {
             tracing::warn!(session = %self.id, size = content.len(), "sealing memory budget exhausted");
@@ -99,19 +99,14 @@ impl RelayBackend {
 
     /// The content as is, in the transaction already open upstream.
     async fn send_as_is(&mut self, bytes: Vec<u8>) -> Result<Reply, RelayError> {
-        match self
-            .ready()?
-            .send_message(&mut Spool::from_bytes(bytes))
-            .await
-        {
-            Ok(reply) if reply.is_positive() || reply.is_transient() || reply.is_permanent() => {
+        let Slot::InTransaction(txn) = std::mem::replace(&mut self.slot, Slot::Idle) else {
+            return Err(RelayError::UpstreamGone);
+        };
+        match txn.data(&mut Spool::from_bytes(bytes)).await {
+            Ok((ready, reply)) => {
+                self.slot = Slot::Ready(Box::new(ready));
                 Ok(reply.with_enhanced_default())
             }
-            // A 1xx/3xx final reply is a protocol error: never pass it off as success.
-            Ok(_) => Err(self.lost(UpstreamError::Malformed {
-                phase: Phase::FinalReply,
-                source: crate::smtp::ReplyError::Malformed,
-            })),
             Err(e) => Err(self.lost(e)),
         }
     }
@@ -124,9 +119,9 @@ impl RelayBackend {
         sealing: Arc<Sealing>,
         recipients: Recipients,
     ) -> Result<Reply, RelayError> {
-        self.ready()?;
         // The transaction opened for the RCPT verdicts is replaced by one per copy.
         self.upstream_rset().await?;
+        self.ready()?;
         self.check_sizes(&sealing, &recipients).await?;
         let total = sealing.len();
         let first = self.seal_one(&sealing, &recipients, 0).await?;
@@ -185,23 +180,20 @@ impl RelayBackend {
         }
         // A verdict per recipient; whatever is not delivered is queued.
         let mut content = Spool::from_bytes(copy.content);
-        let verdicts = match &mut self.slot {
-            Slot::Ready(up) => {
-                let (verdicts, error) = crate::queue::deliver(
-                    up,
-                    mail,
-                    &paths,
-                    &mut content,
-                    Some(&self.client),
-                    &self.id,
-                )
-                .await;
-                if let Some(e) = error {
-                    let _ = self.lost(e);
+        let verdicts = match self.take_ready().await {
+            Ok(up) => {
+                let client = Some(&self.client);
+                let (verdicts, session) =
+                    crate::queue::deliver(up, mail, &paths, &mut content, client, &self.id).await;
+                match session {
+                    Ok(up) => self.slot = Slot::Ready(Box::new(up)),
+                    Err(e) => {
+                        let _ = self.lost(e);
+                    }
                 }
                 verdicts
             }
-            _ => vec![Verdict::Temporary(RelayError::UpstreamGone.reply()); paths.len()],
+            Err(gone) => vec![Verdict::Temporary(gone.reply()); paths.len()],
         };
         if verdicts.iter().all(|v| matches!(v, Verdict::Delivered(_))) {
             return Ok(LaterCopy::Delivered);
@@ -226,24 +218,26 @@ impl RelayBackend {
         rcpts: &[PathWithParams],
         content: Vec<u8>,
     ) -> Result<Reply, UpstreamError> {
-        let Slot::Ready(up) = &mut self.slot else {
+        let Ok(up) = self.take_ready().await else {
             return Err(UpstreamError::Closed(Phase::Mail));
         };
         // The sealed size differs from what the client declared.
         let mut mail = mail.clone();
         mail.params.retain(|(k, _)| k != "SIZE");
-        let reply = up.mail(&mail, Some(&self.client), &self.id).await?;
-        if !reply.is_positive() {
-            return Ok(reply.with_enhanced_default());
-        }
+        let mut txn = match up.mail(&mail, Some(&self.client), &self.id).await? {
+            Mail::Accepted(txn, _) => txn,
+            refused @ Mail::Refused(..) => return Ok(self.keep(refused).with_enhanced_default()),
+        };
         for rcpt in rcpts {
-            let reply = up.rcpt(rcpt).await?;
+            let reply = txn.rcpt(rcpt).await?;
             if !reply.is_positive() {
-                up.rset().await?;
+                self.slot = Slot::Ready(Box::new(txn.rset().await?));
                 return Ok(reply.with_enhanced_default());
             }
         }
-        up.send_message(&mut Spool::from_bytes(content)).await
+        let (ready, reply) = txn.data(&mut Spool::from_bytes(content)).await?;
+        self.slot = Slot::Ready(Box::new(ready));
+        Ok(reply)
     }
 
     /// Every copy must fit the upstream's SIZE before the first one is sent: a copy refused

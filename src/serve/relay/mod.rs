@@ -165,7 +165,7 @@ impl RelayBackend {
                 reason: recipient.decision.reason,
             });
         }
-        let reply = match self.ready()?.rcpt(&upstream_path).await {
+        let reply = match self.in_transaction()?.rcpt(&upstream_path).await {
             Ok(reply) => reply.with_enhanced_default(),
             Err(e) => return Err(self.lost(e)),
         };

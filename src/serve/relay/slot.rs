@@ -7,12 +7,14 @@ use crate::serve::replies::RelayError;
 use crate::smtp::command::PathWithParams;
 use crate::smtp::{Reply, UpstreamFeatures};
 use crate::transform;
-use crate::upstream::{ForwardClient, Ready, UpstreamError};
+use crate::upstream::{ForwardClient, InTransaction, Mail, Ready, UpstreamError};
 
 pub(super) enum Slot {
     /// No upstream session (not yet opened, or dropped after a failure).
     Idle,
     Ready(Box<Ready>),
+    /// The upstream accepted the client's MAIL.
+    InTransaction(Box<InTransaction>),
     /// The first connection attempt failed; reported at the next MAIL, then retried.
     Failed(UpstreamError),
 }
@@ -30,14 +32,47 @@ impl RelayBackend {
     /// not let send XCLIENT), so the session is replaced.
     fn told_otherwise(&self) -> bool {
         self.connector.forward_client() == ForwardClient::Xclient
-            && matches!(self.slot, Slot::Ready(_))
+            && matches!(self.slot, Slot::Ready(_) | Slot::InTransaction(_))
             && self.told.as_ref() != Some(&(self.client.helo.clone(), self.client.esmtp))
     }
 
+    /// The session, outside a transaction.
     pub(super) fn ready(&mut self) -> Result<&mut Ready, RelayError> {
         match &mut self.slot {
             Slot::Ready(r) => Ok(r),
             _ => Err(RelayError::UpstreamGone),
+        }
+    }
+
+    /// The session, inside the client's transaction.
+    pub(super) fn in_transaction(&mut self) -> Result<&mut InTransaction, RelayError> {
+        match &mut self.slot {
+            Slot::InTransaction(t) => Ok(t),
+            _ => Err(RelayError::UpstreamGone),
+        }
+    }
+
+    /// Takes the session out of the slot, outside any transaction (one still open is reset).
+    pub(super) async fn take_ready(&mut self) -> Result<Ready, RelayError> {
+        match std::mem::replace(&mut self.slot, Slot::Idle) {
+            Slot::Ready(r) => Ok(*r),
+            Slot::InTransaction(t) => t.rset().await.map_err(|e| self.lost(e)),
+            Slot::Failed(e) => Err(RelayError::Upstream(e)),
+            Slot::Idle => Err(RelayError::UpstreamGone),
+        }
+    }
+
+    /// Where a transaction left the session.
+    pub(super) fn keep(&mut self, mail: Mail) -> crate::smtp::Reply {
+        match mail {
+            Mail::Accepted(t, reply) => {
+                self.slot = Slot::InTransaction(Box::new(t));
+                reply
+            }
+            Mail::Refused(r, reply) => {
+                self.slot = Slot::Ready(Box::new(r));
+                reply
+            }
         }
     }
 
@@ -69,14 +104,13 @@ impl RelayBackend {
                 }
             };
         }
-        match &self.slot {
-            Slot::Ready(r) => {
-                let mut features = r.features();
-                features.size = features.size.map(transform::client_size_limit);
-                features
-            }
-            _ => UpstreamFeatures::default(),
-        }
+        let mut features = match &self.slot {
+            Slot::Ready(r) => r.features(),
+            Slot::InTransaction(t) => t.features(),
+            _ => return UpstreamFeatures::default(),
+        };
+        features.size = features.size.map(transform::client_size_limit);
+        features
     }
 
     /// MAIL on the upstream session, opening one if there is none. A session kept idle while
@@ -86,53 +120,43 @@ impl RelayBackend {
         &mut self,
         path: &PathWithParams,
     ) -> Result<Reply, RelayError> {
-        match std::mem::replace(&mut self.slot, Slot::Idle) {
+        let up = match std::mem::replace(&mut self.slot, Slot::Idle) {
             Slot::Failed(e) => return Err(RelayError::Upstream(e)),
-            Slot::Idle => match self.open().await {
-                Ok(r) => self.slot = Slot::Ready(Box::new(r)),
-                Err(e) => return Err(self.lost(e)),
-            },
-            other => self.slot = other,
-        }
-        let Slot::Ready(up) = &mut self.slot else {
-            return Err(RelayError::UpstreamGone);
+            Slot::Idle => self.open().await.map_err(|e| self.lost(e))?,
+            other => {
+                self.slot = other;
+                self.take_ready().await?
+            }
         };
-        match up.mail(path, Some(&self.client), &self.id).await {
-            Ok(reply) => Ok(reply.with_enhanced_default()),
+        let mail = match up.mail(path, Some(&self.client), &self.id).await {
+            Ok(mail) => mail,
             Err(UpstreamError::Closed(_) | UpstreamError::Io { .. })
                 if self.authenticated_as.is_none() =>
             {
                 tracing::debug!(session = %self.id, "upstream session was closed; reconnecting");
-                self.slot = Slot::Idle;
-                let mut fresh = self.open().await.map_err(|e| self.lost(e))?;
-                let reply = fresh.mail(path, Some(&self.client), &self.id).await;
-                self.slot = Slot::Ready(Box::new(fresh));
-                reply
-                    .map(Reply::with_enhanced_default)
-                    .map_err(|e| self.lost(e))
+                let fresh = self.open().await.map_err(|e| self.lost(e))?;
+                let mail = fresh.mail(path, Some(&self.client), &self.id).await;
+                mail.map_err(|e| self.lost(e))?
             }
-            Err(e) => Err(self.lost(e)),
-        }
+            Err(e) => return Err(self.lost(e)),
+        };
+        Ok(self.keep(mail).with_enhanced_default())
     }
 
-    /// RSET on the upstream session (when there is one); a failure drops the session.
+    /// Ends the upstream transaction, if one is open; a failure drops the session.
     pub(super) async fn upstream_rset(&mut self) -> Result<(), RelayError> {
-        let Slot::Ready(up) = &mut self.slot else {
-            return Ok(());
-        };
-        match up.rset().await {
-            Ok(r) if r.is_positive() => Ok(()),
-            Ok(r) => Err(self.lost(UpstreamError::Refused {
-                phase: crate::upstream::Phase::Rset,
-                reply: r,
-            })),
-            Err(e) => Err(self.lost(e)),
+        if let Slot::InTransaction(_) = self.slot {
+            let ready = self.take_ready().await?;
+            self.slot = Slot::Ready(Box::new(ready));
         }
+        Ok(())
     }
 
     pub(super) async fn close_upstream(&mut self) {
-        if let Slot::Ready(r) = std::mem::replace(&mut self.slot, Slot::Idle) {
-            r.quit().await
+        match std::mem::replace(&mut self.slot, Slot::Idle) {
+            Slot::Ready(r) => r.quit().await,
+            Slot::InTransaction(t) => t.quit().await,
+            _ => {}
         }
     }
 }
