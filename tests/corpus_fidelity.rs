@@ -11,7 +11,7 @@
 //!   wire-safe); `openssl cms -verify`.
 //!
 //! A message that is already signed or encrypted is wrapped (encrypted only) as the relay does,
-//! and has no `clear` form. `tests/support/mime_compare.py` (Python's `email` package, not our
+//! and has no `clear` form. `tests/e2e/support/mime_compare.py` (Python's `email` package, not our
 //! parser) then compares each opened content with the original: outer header, protected header
 //! copies, MIME tree, decoded octets of every leaf. Any difference fails the test; so does any
 //! refusal not listed in [`EXPECTED_REFUSALS`], and any listed one that is not refused.
@@ -555,7 +555,7 @@ fn corpus_survives_sealing_and_opening() {
     let missing: Vec<_> = expected.difference(&refused).collect();
 
     let compare = Command::new("python3")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/mime_compare.py"))
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/support/mime_compare.py"))
         .arg(&work)
         .args(
             EXPLAINED_DIFFERENCES

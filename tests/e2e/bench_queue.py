@@ -2,7 +2,7 @@
 """The cost of the durable path (issue 10): messages/s when every message goes through the queue
 vs the fast path (every copy accepted on the client's session), and fsyncs per message.
 
-    python3 tests/bench_queue.py [messages] [concurrency]     # default 200 8
+    python3 tests/e2e/bench_queue.py [messages] [concurrency]     # default 200 8
 
 Each message goes to bob@example.org (S/MIME) and nokey@example.org (plain): two copies. Fast
 path: both copies accepted. Durable path: the plain copy's first try gets 451, so the client's

@@ -24,8 +24,7 @@ import pytest
 
 from support.clients import RawSMTP, swaks, swaks_available
 
-HERE = Path(__file__).resolve().parent
-SCRIPT = HERE / "e2e" / "postfix.sh"
+SCRIPT = Path(__file__).resolve().parent / "postfix.sh"
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("postfix") is None,

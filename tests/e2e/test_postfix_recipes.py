@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 
 from support.clients import RawSMTP, dot_stuff
+from support import REPO
 from test_postfix_e2e import SCRIPT, PostfixInstance, free_port
 
-REPO = Path(__file__).resolve().parent.parent
 RECIPES = REPO / "deploy" / "postfix"
 
 pytestmark = pytest.mark.skipif(
