@@ -18,6 +18,9 @@
 //!
 //! Needs `openssl`, `gpg` and `python3` (tests/run.sh installs them).
 
+#[path = "common/keygen.rs"]
+mod keygen;
+
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -246,16 +249,9 @@ struct Keys {
 }
 
 fn keys(work: &Path) -> Keys {
-    // The S/MIME test PKI of tests/fixtures (signer alice@example.org, recipient rsa1 = bob).
+    // The S/MIME test PKI (signer alice@example.org, recipient rsa1 = bob).
     let pki = work.join("pki");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/make-pki.sh");
-    let status = Command::new("sh")
-        .arg(script)
-        .arg(&pki)
-        .stdout(Stdio::null())
-        .status()
-        .expect("make-pki.sh");
-    assert!(status.success(), "make-pki.sh failed");
+    keygen::generate("smime", &pki);
     let read = |n: &str| std::fs::read(pki.join(n)).expect("pki file");
     let mut chain = read("signer.pem");
     chain.extend(read("ca.pem"));

@@ -30,8 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from conftest import SEALGATE_BIN, Sealgate, build_config  # noqa: E402
 from support.clients import client_ssl_context  # noqa: E402
-from support.crypto import make_smime_pki  # noqa: E402
-from support.pki import make_pki  # noqa: E402
+from support.pki import make_pki, make_smime_pki  # noqa: E402
 from support.upstream import Upstream  # noqa: E402
 
 

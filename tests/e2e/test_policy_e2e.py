@@ -13,7 +13,8 @@ import pytest
 
 from conftest import SEALGATE_BIN
 from support.clients import client_ssl_context
-from support.crypto import Gpg, cms_decrypt, cms_recipient_count, cms_verify, make_smime_pki
+from support.crypto import Gpg, cms_decrypt, cms_recipient_count, cms_verify
+from support.pki import make_smime_pki
 
 POLICY = {
     "encrypt": "opportunistic",
