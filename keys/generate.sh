@@ -105,15 +105,15 @@ gpgsm_imports() {
   return $ok
 }
 
-# p12 NAME PASSWORD FILE [legacy] [openssl args...]: NAME's key, certificate and the CA as
+# p12 NAME PASSWORD FILE default|legacy [openssl args...]: NAME's key, certificate and the CA as
 # PKCS#12 in $out/FILE, in openssl's default encoding (PBES2 AES-256, HMAC-SHA256) or the legacy
 # one gpgsm 2.2 needs (PBE-SHA1-3DES, SHA-1 MAC). gpgsm 2.2 fails to import about one freshly
 # exported legacy file in 40-60 ("error parsing or decrypting the PKCS#12 file": it depends on the
 # random salt and IV); a fixture a peer tool sometimes rejects makes tests fail at random, so a
 # legacy file is exported again until gpgsm imports it.
 p12() {
-  local name=$1 pass=$2 file=$3 mode=${4:-default} tries=0
-  shift 3; [ $# -gt 0 ] && shift
+  local name=$1 pass=$2 file=$3 mode=$4 tries=0
+  shift 4
   local legacy=()
   [ "$mode" = legacy ] && legacy=(-certpbe PBE-SHA1-3DES -keypbe PBE-SHA1-3DES -macalg sha1)
   while :; do
