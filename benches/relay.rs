@@ -7,6 +7,9 @@
 //! Client, proxy and sink share this process and the machine's cores, so the figures are a
 //! ratio, not an absolute capacity.
 
+#[path = "../tests/common/keygen.rs"]
+mod keygen;
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -141,7 +144,7 @@ fn main() {
     rt.block_on(async move {
         let dir = tempfile::tempdir().expect("tempdir");
         let tls_dir = dir.path().join("tls");
-        sealgate::cli::demo::make_pki(&tls_dir).expect("pki");
+        keygen::generate("tls", &tls_dir);
         let ca = tls_dir.join("ca.pem");
         let sink_rt = sealgate::cli::sink::runtime(tokio_rustls::TlsAcceptor::from(
             sealgate::config::tls::server_config(&tls_dir.join("server.pem"), &tls_dir.join("server.key")).expect("sink tls"),

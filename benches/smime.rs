@@ -6,7 +6,9 @@
 //! message measured in a child process. `SEALGATE_BENCH_SECS` sets the time per case (default 3);
 //! `SEALGATE_BENCH_ONLY="1 MB"` runs one size only.
 
-use std::path::Path;
+#[path = "../tests/common/keygen.rs"]
+mod keygen;
+
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -42,14 +44,7 @@ struct Fixture {
 
 fn fixture() -> Fixture {
     let dir = tempfile::tempdir().expect("tempdir");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/make-pki.sh");
-    let ok = Command::new("sh")
-        .arg(script)
-        .arg(dir.path())
-        .status()
-        .expect("make-pki.sh")
-        .success();
-    assert!(ok, "make-pki.sh failed");
+    keygen::generate("smime", dir.path());
     let read = |n: &str| std::fs::read(dir.path().join(n)).expect("fixture file");
     let mut chain = read("signer.pem");
     chain.extend(read("ca.pem"));

@@ -11,12 +11,15 @@
 //!   wire-safe); `openssl cms -verify`.
 //!
 //! A message that is already signed or encrypted is wrapped (encrypted only) as the relay does,
-//! and has no `clear` form. `tests/support/mime_compare.py` (Python's `email` package, not our
+//! and has no `clear` form. `tests/e2e/support/mime_compare.py` (Python's `email` package, not our
 //! parser) then compares each opened content with the original: outer header, protected header
 //! copies, MIME tree, decoded octets of every leaf. Any difference fails the test; so does any
 //! refusal not listed in [`EXPECTED_REFUSALS`], and any listed one that is not refused.
 //!
 //! Needs `openssl`, `gpg` and `python3` (tests/run.sh installs them).
+
+#[path = "common/keygen.rs"]
+mod keygen;
 
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -246,16 +249,9 @@ struct Keys {
 }
 
 fn keys(work: &Path) -> Keys {
-    // The S/MIME test PKI of tests/fixtures (signer alice@example.org, recipient rsa1 = bob).
+    // The S/MIME test PKI (signer alice@example.org, recipient rsa1 = bob).
     let pki = work.join("pki");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/make-pki.sh");
-    let status = Command::new("sh")
-        .arg(script)
-        .arg(&pki)
-        .stdout(Stdio::null())
-        .status()
-        .expect("make-pki.sh");
-    assert!(status.success(), "make-pki.sh failed");
+    keygen::generate("smime", &pki);
     let read = |n: &str| std::fs::read(pki.join(n)).expect("pki file");
     let mut chain = read("signer.pem");
     chain.extend(read("ca.pem"));
@@ -555,7 +551,7 @@ fn corpus_survives_sealing_and_opening() {
     let missing: Vec<_> = expected.difference(&refused).collect();
 
     let compare = Command::new("python3")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/mime_compare.py"))
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/support/mime_compare.py"))
         .arg(&work)
         .args(
             EXPLAINED_DIFFERENCES

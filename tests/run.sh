@@ -2,7 +2,7 @@
 # The whole sealgate test suite, on a fresh Debian 12 machine with Rust installed:
 #   1. installs missing apt packages (non-interactive) and pytest,
 #   2. cargo build, cargo test --no-fail-fast,
-#   3. python3 -m pytest -q tests/ against target/debug/sealgate,
+#   3. python3 -m pytest -q tests/e2e against target/debug/sealgate,
 #   4. tests/fuzz.sh 60: each fuzz target for 60 s (nightly + cargo-fuzz, installed if missing).
 # Every stage runs even when an earlier one failed; the end lists the failed stages.
 # Extra arguments are passed to pytest (e.g. tests/run.sh -k smuggling -x).
@@ -56,7 +56,7 @@ stage "cargo test" cargo test --no-fail-fast
 
 export SEALGATE_BIN="$PWD/target/debug/sealgate"
 if [ -x "$SEALGATE_BIN" ]; then
-    stage "pytest (SEALGATE_BIN=$SEALGATE_BIN)" "$PYTHON" -m pytest -q tests/ "$@"
+    stage "pytest (SEALGATE_BIN=$SEALGATE_BIN)" "$PYTHON" -m pytest -q tests/e2e "$@"
 else
     failed+=("pytest (no binary: the build failed)")
 fi

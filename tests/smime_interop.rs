@@ -1,7 +1,10 @@
 //! Interop tests: messages sealed by `sealgate::smime` are opened by `openssl cms` and `gpgsm`.
 //!
 //! Needs the `openssl` and `gpgsm` commands (Debian: `apt-get install openssl gpgsm gnupg`).
-//! The PKI is generated per run by `tests/fixtures/make-pki.sh` into a temporary directory.
+//! The PKI is generated per run by `keys/generate.sh --profile smime` into a temporary directory.
+
+#[path = "common/keygen.rs"]
+mod keygen;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -41,13 +44,7 @@ fn pki() -> &'static Pki {
             }
         }
         let path = base.join(format!("smime-interop-pki-{}", std::process::id()));
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/make-pki.sh");
-        let status = Command::new("sh")
-            .arg(script)
-            .arg(&path)
-            .status()
-            .expect("run make-pki.sh (needs openssl)");
-        assert!(status.success(), "make-pki.sh failed");
+        keygen::generate("smime", &path);
         Pki { path }
     })
 }

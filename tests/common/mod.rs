@@ -2,6 +2,8 @@
 //! (openssl + gpg) into a temporary directory once per test binary, and a store per test.
 #![allow(dead_code)]
 
+pub mod keygen;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
@@ -19,17 +21,7 @@ pub fn fixtures() -> &'static Path {
     &F.get_or_init(|| {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("keys");
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("keys/generate.sh");
-        let out = Command::new("bash")
-            .arg(&script)
-            .arg(&path)
-            .output()
-            .expect("run keys/generate.sh (needs openssl and gpg)");
-        assert!(
-            out.status.success(),
-            "keys/generate.sh failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        keygen::generate("demo", &path);
         Fixtures { _dir: dir, path }
     })
     .path

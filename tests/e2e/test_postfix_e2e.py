@@ -24,8 +24,7 @@ import pytest
 
 from support.clients import RawSMTP, swaks, swaks_available
 
-HERE = Path(__file__).resolve().parent
-SCRIPT = HERE / "e2e" / "postfix.sh"
+SCRIPT = Path(__file__).resolve().parent / "postfix.sh"
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("postfix") is None,
@@ -213,7 +212,8 @@ def split_signed(message: bytes) -> tuple[bytes, bytes]:
 def test_sealed_copies_survive_a_real_postfix_hop(postfix, sealgate_factory, pki, tmp_path):
     """S/MIME and PGP/MIME produced by sealgate, relayed by Postfix into a Maildir, then
     decrypted and verified there by openssl cms, gpgsm and gpg: canonicalisation holds."""
-    from support.crypto import Gpg, cms_decrypt, cms_verify, make_smime_pki, run
+    from support.crypto import Gpg, cms_decrypt, cms_verify, run
+    from support.pki import make_smime_pki
     from conftest import SEALGATE_BIN
 
     spki = make_smime_pki(str(tmp_path / "pki"))

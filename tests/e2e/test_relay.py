@@ -4,7 +4,7 @@ received, not only on the reply codes the client saw.
 
 Reply codes asserted are the ones of the relay contract (quoted in each test).
 Validate the tests themselves with the Python reference model:
-    SEALGATE_BIN=tests/support/refproxy.sh python3 -m pytest tests/test_relay.py
+    SEALGATE_BIN=tests/e2e/support/refproxy.sh python3 -m pytest tests/e2e/test_relay.py
 and prove they can fail with its deliberate bugs: REFPROXY_BUGS=no_bare_check,... (see refproxy.py).
 """
 from __future__ import annotations

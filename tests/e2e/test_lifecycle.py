@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import SEALGATE_BIN
+from support import REPO
 from support.clients import RawSMTP, client_ssl_context, dot_stuff
 
 MSG = b"From: a@x.test\r\nTo: b@y.test\r\nSubject: lifecycle\r\n\r\nbody line\r\n.leading dot\r\n"
@@ -196,7 +197,7 @@ def test_demo_prints_commands_that_work_when_copied(tmp_path):
 def test_readme_key_commands_work_as_written(tmp_path):
     """Issue 16: README's key-management block runs as written (from a directory laid out like
     the repository root) against the demo's store, while the demo runs."""
-    repo = Path(__file__).resolve().parent.parent
+    repo = REPO
     text = (repo / "README.md").read_text()
     section = text[text.index("## The key store"):]
     block = section[section.index("```sh\n") + 6:section.index("```\n", section.index("```sh\n") + 6)]
@@ -222,9 +223,8 @@ def test_readme_key_commands_work_as_written(tmp_path):
 
 def test_readme_postfix_recipes_are_the_tested_files():
     """The README's main.cf/master.cf blocks are the lines of deploy/postfix/*/ (the files
-    tests/test_postfix_recipes.py runs), in order."""
-    from pathlib import Path
-    repo = Path(__file__).resolve().parent.parent
+    tests/e2e/test_postfix_recipes.py runs), in order."""
+    repo = REPO
     readme = (repo / "README.md").read_text()
     for recipe in ("edge", "before-queue", "after-queue"):
         for name in ("main.cf", "master.cf"):

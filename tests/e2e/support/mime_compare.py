@@ -2,7 +2,7 @@
 and gpg opened from a sealed copy the same message as the original, as Python's `email`
 package (not sealgate's parser) sees them?
 
-    python3 tests/support/mime_compare.py WORKDIR [EXPLAINED_DIR...]
+    python3 tests/e2e/support/mime_compare.py WORKDIR [EXPLAINED_DIR...]
 
 WORKDIR holds one directory per corpus message with `original.eml` and, per sealed form F
 (`smime`, `pgp`, `clear`), `F.sealed` (the outgoing message) and `F.inner` (what openssl / gpg

@@ -4,7 +4,7 @@ Builds the .deb with cargo-deb (installed with `cargo install cargo-deb --locked
 installs it with `dpkg -i`, checks what it put where and with which owners, scores the unit with
 `systemd-analyze security --offline=yes`, runs `sealgate check-config` as the service user,
 imports a key as the service user, starts `serve` as that user (no systemd: the binary directly,
-with a test configuration in front of the scripted STARTTLS upstream of tests/support), sends one
+with a test configuration in front of the scripted STARTTLS upstream of tests/e2e/support), sends one
 message through it and decrypts what arrived, stops it, and purges the package.
 
 Nothing is skipped: without root, or when a prerequisite cannot be installed, the tests fail and
@@ -40,8 +40,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from conftest import to_toml  # noqa: E402
 from support.clients import smtplib_send  # noqa: E402
 from support.crypto import cms_decrypt  # noqa: E402
+from support import REPO  # noqa: E402
 
-REPO = Path(__file__).resolve().parent.parent
 BIN = "/usr/bin/sealgate"
 CONF = "/etc/sealgate/sealgate.toml"
 UNIT = "/usr/lib/systemd/system/sealgate.service"

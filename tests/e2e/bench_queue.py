@@ -2,7 +2,7 @@
 """The cost of the durable path (issue 10): messages/s when every message goes through the queue
 vs the fast path (every copy accepted on the client's session), and fsyncs per message.
 
-    python3 tests/bench_queue.py [messages] [concurrency]     # default 200 8
+    python3 tests/e2e/bench_queue.py [messages] [concurrency]     # default 200 8
 
 Each message goes to bob@example.org (S/MIME) and nokey@example.org (plain): two copies. Fast
 path: both copies accepted. Durable path: the plain copy's first try gets 451, so the client's
@@ -30,8 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from conftest import SEALGATE_BIN, Sealgate, build_config  # noqa: E402
 from support.clients import client_ssl_context  # noqa: E402
-from support.crypto import make_smime_pki  # noqa: E402
-from support.pki import make_pki  # noqa: E402
+from support.pki import make_pki, make_smime_pki  # noqa: E402
 from support.upstream import Upstream  # noqa: E402
 
 

@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 
 from support.clients import RawSMTP, dot_stuff
+from support import REPO
 from test_postfix_e2e import SCRIPT, PostfixInstance, free_port
 
-REPO = Path(__file__).resolve().parent.parent
 RECIPES = REPO / "deploy" / "postfix"
 
 pytestmark = pytest.mark.skipif(
@@ -220,7 +220,8 @@ def test_before_queue_relay_checks_are_postfix_s_on_the_real_client(before_queue
 
 
 def test_before_queue_seals_and_reinjects(before_queue, sealgate_factory, pki, tmp_path):
-    from support.crypto import cms_decrypt, make_smime_pki
+    from support.crypto import cms_decrypt
+    from support.pki import make_smime_pki
     from conftest import SEALGATE_BIN
     spki = make_smime_pki(str(tmp_path / "pki"))
     sg = start_filter(sealgate_factory, before_queue, extra={"policy": {"encrypt": "opportunistic", "rule": [
@@ -303,7 +304,8 @@ def submit(postfix, pki, sender: str, rcpts: list, body: bytes) -> None:
 
 
 def test_after_queue_seals_bounces_and_retries(after_queue, sealgate_factory, pki, tmp_path):
-    from support.crypto import cms_decrypt, make_smime_pki
+    from support.crypto import cms_decrypt
+    from support.pki import make_smime_pki
     from conftest import SEALGATE_BIN
     spki = make_smime_pki(str(tmp_path / "pki"))
     policy = {"policy": {"encrypt": "opportunistic", "rule": [{"match": "e2e.test", "encrypt": "required"}]}}

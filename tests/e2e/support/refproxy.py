@@ -4,7 +4,7 @@
 It exists only to validate the black-box test suite while the Rust binary is not
 ready: if the tests fail against this model, the tests (or the model) are wrong.
 
-    SEALGATE_BIN=tests/support/refproxy.sh python3 -m pytest tests/test_relay.py
+    SEALGATE_BIN=tests/e2e/support/refproxy.sh python3 -m pytest tests/e2e/test_relay.py
 
 Usage mirrors the binary: refproxy.py serve --config FILE
 """

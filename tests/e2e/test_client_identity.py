@@ -201,7 +201,7 @@ def test_a_queued_copy_is_delivered_later_as_the_same_client(relay_factory, mode
     a session of its own: the upstream is told the original client there too."""
     import subprocess
     from conftest import SEALGATE_BIN
-    from support.crypto import make_smime_pki
+    from support.pki import make_smime_pki
     spki = make_smime_pki(str(tmp_path / "pki"))
     upstream = {"dsn": True, "final_reply": ["250 2.0.0 first", "451 4.3.0 try later", "250 2.0.0 retried"]}
     upstream["xclient" if mode == "xclient" else "xforward"] = (

@@ -13,7 +13,7 @@ In-process use (pytest)::
 
 Standalone::
 
-    python3 tests/support/upstream.py --config script.json [--record out.json]
+    python3 tests/e2e/support/upstream.py --config script.json [--record out.json]
     -> prints "upstream: listening on 127.0.0.1:PORT", runs until SIGINT/SIGTERM,
        then (with --record) writes everything it saw as JSON.
 

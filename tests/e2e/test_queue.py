@@ -24,7 +24,7 @@ import pytest
 
 from conftest import SEALGATE_BIN, Sealgate
 from support.clients import client_ssl_context
-from support.crypto import make_smime_pki
+from support.pki import make_smime_pki
 
 POLICY = {"encrypt": "opportunistic", "sign": False, "format": "auto"}
 FAST_QUEUE = {"retry_initial": 1, "retry_max": 2, "scan_interval": 1}

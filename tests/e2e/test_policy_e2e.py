@@ -13,7 +13,8 @@ import pytest
 
 from conftest import SEALGATE_BIN
 from support.clients import client_ssl_context
-from support.crypto import Gpg, cms_decrypt, cms_recipient_count, cms_verify, make_smime_pki
+from support.crypto import Gpg, cms_decrypt, cms_recipient_count, cms_verify
+from support.pki import make_smime_pki
 
 POLICY = {
     "encrypt": "opportunistic",
@@ -294,7 +295,7 @@ def test_upstream_refusing_one_recipient_at_rcpt(secure):
 
 def test_failure_on_the_second_copy_is_queued_never_451(secure):
     """Issue 10: the first copy was accepted, so the client gets 250 and the second copy (still
-    sealed) waits in the durable queue; tests/test_queue.py follows it to delivery or DSN."""
+    sealed) waits in the durable queue; tests/e2e/test_queue.py follows it to delivery or DSN."""
     import json
     r = secure(upstream={"final_reply": [250, "451 4.3.0 disk full"]})
     assert send(r, "alice@example.org", ["bob@example.org", "peggy@example.org"], MSG) == {}

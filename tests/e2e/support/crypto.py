@@ -9,16 +9,6 @@ import tempfile
 from pathlib import Path
 from typing import Optional
 
-HERE = Path(__file__).resolve().parent.parent
-
-
-def make_smime_pki(out: str) -> dict:
-    """Throwaway PKI from tests/fixtures/make-pki.sh: CA, signer alice@example.org, recipients
-    bob@example.org (rsa1), carol@example.org (rsa2), dave@example.org (ec1)."""
-    subprocess.run(["sh", str(HERE / "fixtures" / "make-pki.sh"), out], check=True,
-                   capture_output=True, timeout=120)
-    return {name: os.path.join(out, name) for name in os.listdir(out)}
-
 
 def run(args: list, data: bytes = b"", env: Optional[dict] = None, check: bool = True,
         timeout: int = 60) -> subprocess.CompletedProcess:

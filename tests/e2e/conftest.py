@@ -31,8 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from support.clients import RawSMTP, smtplib_send, swaks, swaks_available  # noqa: E402,F401
 from support.pki import make_pki  # noqa: E402
 from support.upstream import Upstream  # noqa: E402
+from support import REPO  # noqa: E402
 
-REPO = Path(__file__).resolve().parent.parent
 SEALGATE_BIN = os.path.abspath(os.environ.get("SEALGATE_BIN", str(REPO / "target" / "debug" / "sealgate")))
 LISTEN_RE_PREFIX = "sealgate: listening on "
 
