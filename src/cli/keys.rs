@@ -171,6 +171,7 @@ fn run_inner(
     trust_anchors: Option<&Path>,
     now: SystemTime,
 ) -> Result<(), Fail> {
+    let open_store = || open(store_path, trust_anchors);
     match cmd {
         KeysCommand::Import {
             private,
@@ -178,84 +179,17 @@ fn run_inner(
             json,
             files,
         } => {
+            // Every file is parsed before the store is opened: a bad file leaves it untouched.
             let keys = if private {
                 parse_private(&files, passphrase_file.as_deref(), now)?
             } else {
                 parse_public(&files, now)?
             };
-            let n = keys.len();
-            let store = open(store_path, trust_anchors)?;
-            if n >= 1000 {
-                eprintln!("writing {n} keys to the store ...");
-            }
-            let report = store.import(keys)?;
-            if json {
-                print_json(&json!({
-                    "added": report.added,
-                    "updated": report.updated,
-                }));
-            } else {
-                for id in &report.added {
-                    if report.added.len() <= 50 {
-                        println!("added   {id}");
-                    }
-                }
-                for id in &report.updated {
-                    if report.updated.len() <= 50 {
-                        println!("updated {id}");
-                    }
-                }
-                println!(
-                    "imported {} key(s): {} added, {} updated",
-                    report.added.len() + report.updated.len(),
-                    report.added.len(),
-                    report.updated.len()
-                );
-            }
-            Ok(())
+            import(&open_store()?, keys, json)
         }
-        KeysCommand::List { json } => {
-            let store = open(store_path, trust_anchors)?;
-            let records = store.list()?;
-            let rows: Vec<Value> = records.iter().map(|r| summary(r, now)).collect();
-            if json {
-                print_json(&Value::Array(rows));
-            } else {
-                let mut out = std::io::stdout().lock();
-                let _ = writeln!(
-                    out,
-                    "{:<18} {:<8} {:<13} {:<10} {:<14} ADDRESSES",
-                    "ID", "KIND", "STATE", "EXPIRES", "USAGE"
-                );
-                for (r, row) in records.iter().zip(&rows) {
-                    let id = r.id.as_str();
-                    let short = &id[..id.len().min(18)];
-                    let exp = row["not_after"]
-                        .as_u64()
-                        .map(|t| fmt_time(t)[..10].to_string())
-                        .unwrap_or_else(|| "never".into());
-                    let usage = format!(
-                        "{}{}",
-                        row["usage"].as_str().unwrap_or(""),
-                        if r.has_secret { "+secret" } else { "" }
-                    );
-                    let _ = writeln!(
-                        out,
-                        "{:<18} {:<8} {:<13} {:<10} {:<14} {}",
-                        short,
-                        r.kind(),
-                        row["state"].as_str().unwrap_or(""),
-                        exp,
-                        usage,
-                        r.addresses.join(", ")
-                    );
-                }
-                let _ = writeln!(out, "{} key(s)", records.len());
-            }
-            Ok(())
-        }
+        KeysCommand::List { json } => list(&open_store()?, now, json),
         KeysCommand::Show { query, json } => {
-            let store = open(store_path, trust_anchors)?;
+            let store = open_store()?;
             if query.contains('@') {
                 let address = Address::parse(&query).map_err(|e| Fail(e.to_string()))?;
                 show_address(&store, &address, now, json)
@@ -264,41 +198,121 @@ fn run_inner(
                 show_id(&store, &id, now, json)
             }
         }
-        KeysCommand::Export { id } => {
-            let store = open(store_path, trust_anchors)?;
-            let id = resolve(&store, &id)?;
-            let rec = store
-                .get(&id)?
-                .ok_or_else(|| Fail(format!("no key {id}")))?;
-            let text = match rec.details {
-                Details::Smime(_) => pem::encode("CERTIFICATE", &rec.public),
-                Details::Openpgp(_) => {
-                    let cert =
-                        openpgp::from_bytes(&rec.public).map_err(|e| Fail(format!("{id}: {e}")))?;
-                    openpgp::armored_public(&cert).map_err(|e| Fail(format!("{id}: {e}")))?
-                }
-            };
-            print!("{text}");
-            Ok(())
-        }
-        KeysCommand::Remove { id, force } => {
-            let store = open(store_path, trust_anchors)?;
-            let id = resolve(&store, &id)?;
-            let rec = store
-                .get(&id)?
-                .ok_or_else(|| Fail(format!("no key {id}")))?;
-            if rec.has_secret && !force {
-                return Err(Fail(format!(
-                    "{id} is a private signing identity ({}); its secret key would be deleted \
-                     for good: repeat with --force to remove it",
-                    rec.addresses.join(", ")
-                )));
-            }
-            store.remove(&id)?;
-            println!("removed {id}");
-            Ok(())
+        KeysCommand::Export { id } => export(&open_store()?, &id),
+        KeysCommand::Remove { id, force } => remove(&open_store()?, &id, force),
+    }
+}
+
+/// `keys import`: writes the parsed keys and reports what was added and what updated.
+fn import(store: &SledStore, keys: Vec<NewKey>, json: bool) -> Result<(), Fail> {
+    let n = keys.len();
+    if n >= 1000 {
+        eprintln!("writing {n} keys to the store ...");
+    }
+    let report = store.import(keys)?;
+    if json {
+        print_json(&json!({
+            "added": report.added,
+            "updated": report.updated,
+        }));
+        return Ok(());
+    }
+    // Large imports list only the counts.
+    if report.added.len() <= 50 {
+        for id in &report.added {
+            println!("added   {id}");
         }
     }
+    if report.updated.len() <= 50 {
+        for id in &report.updated {
+            println!("updated {id}");
+        }
+    }
+    println!(
+        "imported {} key(s): {} added, {} updated",
+        report.added.len() + report.updated.len(),
+        report.added.len(),
+        report.updated.len()
+    );
+    Ok(())
+}
+
+/// `keys list`: one row per stored key (or a JSON array of the same summaries).
+fn list(store: &SledStore, now: SystemTime, json: bool) -> Result<(), Fail> {
+    let records = store.list()?;
+    let rows: Vec<Value> = records.iter().map(|r| summary(r, now)).collect();
+    if json {
+        print_json(&Value::Array(rows));
+        return Ok(());
+    }
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(
+        out,
+        "{:<18} {:<8} {:<13} {:<10} {:<14} ADDRESSES",
+        "ID", "KIND", "STATE", "EXPIRES", "USAGE"
+    );
+    for (r, row) in records.iter().zip(&rows) {
+        let id = r.id.as_str();
+        let short = &id[..id.len().min(18)];
+        let exp = row["not_after"]
+            .as_u64()
+            .map(|t| fmt_time(t)[..10].to_string())
+            .unwrap_or_else(|| "never".into());
+        let usage = format!(
+            "{}{}",
+            row["usage"].as_str().unwrap_or(""),
+            if r.has_secret { "+secret" } else { "" }
+        );
+        let _ = writeln!(
+            out,
+            "{:<18} {:<8} {:<13} {:<10} {:<14} {}",
+            short,
+            r.kind(),
+            row["state"].as_str().unwrap_or(""),
+            exp,
+            usage,
+            r.addresses.join(", ")
+        );
+    }
+    let _ = writeln!(out, "{} key(s)", records.len());
+    Ok(())
+}
+
+/// The stored record for a user-given id (see [`resolve`]).
+fn get(store: &SledStore, query: &str) -> Result<KeyRecord, Fail> {
+    let id = resolve(store, query)?;
+    store.get(&id)?.ok_or_else(|| Fail(format!("no key {id}")))
+}
+
+/// `keys export`: the public part, PEM for X.509 and ASCII armor for OpenPGP.
+fn export(store: &SledStore, query: &str) -> Result<(), Fail> {
+    let rec = get(store, query)?;
+    let id = &rec.id;
+    let text = match rec.details {
+        Details::Smime(_) => pem::encode("CERTIFICATE", &rec.public),
+        Details::Openpgp(_) => {
+            let cert = openpgp::from_bytes(&rec.public).map_err(|e| Fail(format!("{id}: {e}")))?;
+            openpgp::armored_public(&cert).map_err(|e| Fail(format!("{id}: {e}")))?
+        }
+    };
+    print!("{text}");
+    Ok(())
+}
+
+/// `keys remove`: a private signing identity only with `force`.
+fn remove(store: &SledStore, query: &str, force: bool) -> Result<(), Fail> {
+    let rec = get(store, query)?;
+    let id = &rec.id;
+    if rec.has_secret && !force {
+        return Err(Fail(format!(
+            "{id} is a private signing identity ({}); its secret key would be deleted \
+             for good: repeat with --force to remove it",
+            rec.addresses.join(", ")
+        )));
+    }
+    store.remove(id)?;
+    println!("removed {id}");
+    Ok(())
 }
 
 fn print_json(v: &Value) {
@@ -572,47 +586,81 @@ fn show_address(
     Ok(())
 }
 
+/// What a key is good for at one of its addresses: the reasons it cannot encrypt (empty when it
+/// can) and, for a sender identity, the reasons it cannot sign.
+struct AddressUse {
+    address: Address,
+    encrypt: Vec<Unusable>,
+    sign: Option<Vec<Unusable>>,
+}
+
 fn show_id(store: &SledStore, id: &KeyId, now: SystemTime, json: bool) -> Result<(), Fail> {
     let rec = store.get(id)?.ok_or_else(|| Fail(format!("no key {id}")))?;
-    let mut per_address = Vec::new();
+    let uses = address_uses(store, &rec, now)?;
+    let summary = summary(&rec, now);
+    if json {
+        print_json(&id_json(&rec, summary, &uses));
+    } else {
+        print_id_details(&rec, &summary);
+        print_address_uses(&uses);
+    }
+    Ok(())
+}
+
+/// Checks the key for each of its addresses (addresses that do not parse are skipped).
+fn address_uses(
+    store: &SledStore,
+    rec: &KeyRecord,
+    now: SystemTime,
+) -> Result<Vec<AddressUse>, Fail> {
+    let mut uses = Vec::new();
     for a in &rec.addresses {
-        let Ok(addr) = Address::parse(a) else {
+        let Ok(address) = Address::parse(a) else {
             continue;
         };
-        let enc = store.check_record(&rec, &addr, now, Purpose::Encrypt)?;
+        let encrypt = store.check_record(rec, &address, now, Purpose::Encrypt)?;
         let sign = if rec.has_secret {
-            Some(store.check_record(&rec, &addr, now, Purpose::Sign)?)
+            Some(store.check_record(rec, &address, now, Purpose::Sign)?)
         } else {
             None
         };
-        per_address.push((addr, enc, sign));
+        uses.push(AddressUse {
+            address,
+            encrypt,
+            sign,
+        });
     }
-    let mut s = summary(&rec, now);
-    if json {
-        s["for"] = Value::Array(
-            per_address
-                .iter()
-                .map(|(a, enc, sign)| {
-                    json!({
-                        "address": a.as_str(),
-                        "encrypt": {"usable": enc.is_empty(), "reasons": reasons_json(enc)},
-                        "sign": sign.as_ref().map(|r| json!({
-                            "usable": r.is_empty(), "reasons": reasons_json(r)
-                        })),
-                    })
+    Ok(uses)
+}
+
+/// `keys show ID --json`: the listing's summary with the per-address checks and, for X.509,
+/// the certificate's details.
+fn id_json(rec: &KeyRecord, mut s: Value, uses: &[AddressUse]) -> Value {
+    s["for"] = Value::Array(
+        uses.iter()
+            .map(|u| {
+                json!({
+                    "address": u.address.as_str(),
+                    "encrypt": {"usable": u.encrypt.is_empty(), "reasons": reasons_json(&u.encrypt)},
+                    "sign": u.sign.as_ref().map(|r| json!({
+                        "usable": r.is_empty(), "reasons": reasons_json(r)
+                    })),
                 })
-                .collect(),
-        );
-        if let Details::Smime(i) = &rec.details {
-            s["fingerprint_sha256"] = json!(i.fingerprint);
-            s["serial"] = json!(i.serial);
-            s["key_usage"] = json!(i.key_usage);
-            s["extended_key_usage"] = json!(i.extended_key_usage);
-            s["ca"] = json!(i.is_ca);
-        }
-        print_json(&s);
-        return Ok(());
+            })
+            .collect(),
+    );
+    if let Details::Smime(i) = &rec.details {
+        s["fingerprint_sha256"] = json!(i.fingerprint);
+        s["serial"] = json!(i.serial);
+        s["key_usage"] = json!(i.key_usage);
+        s["extended_key_usage"] = json!(i.extended_key_usage);
+        s["ca"] = json!(i.is_ca);
     }
+    s
+}
+
+/// `keys show ID`: the key itself, one `name: value` line each.
+fn print_id_details(rec: &KeyRecord, summary: &Value) {
     println!("id:        {}", rec.id);
     println!("kind:      {}", rec.kind());
     match &rec.details {
@@ -637,8 +685,8 @@ fn show_id(store: &SledStore, id: &KeyId, now: SystemTime, json: bool) -> Result
             for u in &p.userids {
                 println!("user id:   {u}");
             }
-            println!("state:     {}", s["state"].as_str().unwrap_or(""));
-            println!("usage:     {}", s["usage"].as_str().unwrap_or(""));
+            println!("state:     {}", summary["state"].as_str().unwrap_or(""));
+            println!("usage:     {}", summary["usage"].as_str().unwrap_or(""));
         }
     }
     println!(
@@ -649,16 +697,24 @@ fn show_id(store: &SledStore, id: &KeyId, now: SystemTime, json: bool) -> Result
             "no"
         }
     );
-    if per_address.is_empty() {
+}
+
+/// `keys show ID`: whether the key can encrypt (and sign) for each of its addresses.
+fn print_address_uses(uses: &[AddressUse]) {
+    if uses.is_empty() {
         println!("addresses: none");
     }
-    for (a, enc, sign) in &per_address {
-        if enc.is_empty() {
+    for u in uses {
+        let a = &u.address;
+        if u.encrypt.is_empty() {
             println!("{a}: usable for encryption");
         } else {
-            println!("{a}: not usable for encryption: {}", reasons_text(enc));
+            println!(
+                "{a}: not usable for encryption: {}",
+                reasons_text(&u.encrypt)
+            );
         }
-        if let Some(r) = sign {
+        if let Some(r) = &u.sign {
             if r.is_empty() {
                 println!("{a}: usable for signing");
             } else {
@@ -666,5 +722,4 @@ fn show_id(store: &SledStore, id: &KeyId, now: SystemTime, json: bool) -> Result
             }
         }
     }
-    Ok(())
 }

@@ -1,12 +1,12 @@
 //! The `sealgate` command line: the clap definitions and one function per command.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::{Config, StoreSettings};
+use crate::config::{Config, ConfigErrors, StoreSettings};
 use crate::serve::listener::{self, Server};
 
 pub mod demo;
@@ -136,43 +136,8 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
     match cli.command {
-        Command::CheckConfig { config } => match Config::load(&config) {
-            Ok(_) => {
-                println!("{}: OK", config.display());
-                ExitCode::SUCCESS
-            }
-            Err(errors) => {
-                eprint!("{errors}");
-                ExitCode::from(2)
-            }
-        },
-        Command::Serve { config } => {
-            let config = match Config::load(&config) {
-                Ok(c) => c,
-                Err(errors) => {
-                    eprint!("{errors}");
-                    return ExitCode::from(2);
-                }
-            };
-            runtime(async move {
-                let server = match Server::bind(&config).await {
-                    Ok(s) => s,
-                    Err(e) => {
-                        eprintln!("sealgate: {e}");
-                        return ExitCode::FAILURE;
-                    }
-                };
-                {
-                    let mut out = std::io::stdout().lock();
-                    for (addr, mode) in server.local_addrs() {
-                        let _ = writeln!(out, "sealgate: listening on {addr} (tls={mode})");
-                    }
-                    let _ = out.flush();
-                }
-                server.run(listener::shutdown_signal()).await;
-                ExitCode::SUCCESS
-            })
-        }
+        Command::CheckConfig { config } => check_config(&config),
+        Command::Serve { config } => serve(&config),
         Command::Keys { config, command } => match StoreSettings::load(&config) {
             Ok(settings) => keys::run(
                 command,
@@ -180,17 +145,11 @@ pub fn main() -> ExitCode {
                 settings.trust_anchors.as_deref(),
                 std::time::SystemTime::now(),
             ),
-            Err(errors) => {
-                eprint!("{errors}");
-                ExitCode::from(2)
-            }
+            Err(errors) => invalid_config(&errors),
         },
         Command::Queue { config, command } => match crate::config::queue_dir_from(&config) {
-            Ok(dir) => crate::cli::queue::run(command, &dir),
-            Err(errors) => {
-                eprint!("{errors}");
-                ExitCode::from(2)
-            }
+            Ok(dir) => queue::run(command, &dir),
+            Err(errors) => invalid_config(&errors),
         },
         Command::Policy {
             command:
@@ -206,22 +165,69 @@ pub fn main() -> ExitCode {
             listen,
             sink,
             keys,
-        } => runtime(async move {
-            let opts = crate::cli::demo::DemoOptions {
-                dir,
-                keys,
-                listen,
-                sink,
-            };
-            match crate::cli::demo::run(opts).await {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("sealgate demo: {e}");
-                    ExitCode::FAILURE
-                }
-            }
+        } => run_demo(demo::DemoOptions {
+            dir,
+            keys,
+            listen,
+            sink,
         }),
     }
+}
+
+/// Prints every configuration error; exit status 2.
+fn invalid_config(errors: &ConfigErrors) -> ExitCode {
+    eprint!("{errors}");
+    ExitCode::from(2)
+}
+
+/// `sealgate check-config`.
+fn check_config(path: &Path) -> ExitCode {
+    match Config::load(path) {
+        Ok(_) => {
+            println!("{}: OK", path.display());
+            ExitCode::SUCCESS
+        }
+        Err(errors) => invalid_config(&errors),
+    }
+}
+
+/// `sealgate serve`: binds every listener, says where on stdout, and serves until a signal.
+fn serve(path: &Path) -> ExitCode {
+    let config = match Config::load(path) {
+        Ok(c) => c,
+        Err(errors) => return invalid_config(&errors),
+    };
+    runtime(async move {
+        let server = match Server::bind(&config).await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("sealgate: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        {
+            let mut out = std::io::stdout().lock();
+            for (addr, mode) in server.local_addrs() {
+                let _ = writeln!(out, "sealgate: listening on {addr} (tls={mode})");
+            }
+            let _ = out.flush();
+        }
+        server.run(listener::shutdown_signal()).await;
+        ExitCode::SUCCESS
+    })
+}
+
+/// `sealgate demo`.
+fn run_demo(opts: demo::DemoOptions) -> ExitCode {
+    runtime(async move {
+        match demo::run(opts).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("sealgate demo: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
 }
 
 fn runtime(fut: impl std::future::Future<Output = ExitCode>) -> ExitCode {

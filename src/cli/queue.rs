@@ -49,6 +49,7 @@ pub enum QueueCommand {
     Bounce { id: String },
 }
 
+/// Runs one `queue` command against the queue directory `dir`.
 pub fn run(command: QueueCommand, dir: &Path) -> ExitCode {
     let queue = match QueueDir::existing(dir) {
         Ok(q) => q,
@@ -58,57 +59,21 @@ pub fn run(command: QueueCommand, dir: &Path) -> ExitCode {
         }
         Err(e) => return fail(&e.to_string()),
     };
-    if let QueueCommand::List { json } = command {
-        return match queue.scan_readonly() {
-            Ok(scan) => {
-                for (id, why) in &scan.corrupt {
-                    eprintln!("sealgate: {id}: corrupt ({why}); the server moves it into corrupt/");
-                }
-                list(&scan.entries, json)
-            }
-            Err(e) => fail(&e.to_string()),
-        };
-    }
     // Files written by another user (root on the service's queue) could not be read by the
-    // server: every other command runs as the directory's owner.
-    let writes = !matches!(command, QueueCommand::Show { .. });
+    // server: every command that writes runs as the directory's owner.
+    let writes = !matches!(
+        command,
+        QueueCommand::List { .. } | QueueCommand::Show { .. }
+    );
     if writes {
         if let Err(e) = same_owner(dir) {
             return fail(&e);
         }
     }
     match command {
-        QueueCommand::List { .. } => ExitCode::SUCCESS,
-        QueueCommand::Show { id } => {
-            if !valid_id(&id) {
-                return fail(&format!("{id:?}: not a queue id"));
-            }
-            match queue.read_meta(&id) {
-                Ok(Some(meta)) => {
-                    println!(
-                        "{}",
-                        serde_json::to_string_pretty(&meta).unwrap_or_default()
-                    );
-                    ExitCode::SUCCESS
-                }
-                Ok(None) => fail(&format!("{id}: no such entry")),
-                Err(e) => fail(&format!("{id}: {e}")),
-            }
-        }
-        QueueCommand::Retry { id: None, .. } => {
-            let scan = match queue.scan_readonly() {
-                Ok(s) => s,
-                Err(e) => return fail(&e.to_string()),
-            };
-            let mut status = ExitCode::SUCCESS;
-            for meta in scan.entries {
-                if let Err(e) = change(&queue, &meta.id, |m| m.next_attempt = 0) {
-                    eprintln!("sealgate: {}: {e}", meta.id);
-                    status = ExitCode::FAILURE;
-                }
-            }
-            status
-        }
+        QueueCommand::List { json } => list_queue(&queue, json),
+        QueueCommand::Show { id } => show(&queue, &id),
+        QueueCommand::Retry { id: None, .. } => retry_all(&queue),
         QueueCommand::Retry { id: Some(id), .. } => {
             done(change(&queue, &id, |m| m.next_attempt = 0), &id, "due now")
         }
@@ -129,6 +94,54 @@ pub fn run(command: QueueCommand, dir: &Path) -> ExitCode {
             done(result, &id, "removed")
         }
     }
+}
+
+/// `queue list`: every entry that reads back (corrupt ones are named on stderr).
+fn list_queue(queue: &QueueDir, json: bool) -> ExitCode {
+    match queue.scan_readonly() {
+        Ok(scan) => {
+            for (id, why) in &scan.corrupt {
+                eprintln!("sealgate: {id}: corrupt ({why}); the server moves it into corrupt/");
+            }
+            list(&scan.entries, json)
+        }
+        Err(e) => fail(&e.to_string()),
+    }
+}
+
+/// `queue show ID`: the entry's metadata as JSON.
+fn show(queue: &QueueDir, id: &str) -> ExitCode {
+    if !valid_id(id) {
+        return fail(&format!("{id:?}: not a queue id"));
+    }
+    match queue.read_meta(id) {
+        Ok(Some(meta)) => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&meta).unwrap_or_default()
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(None) => fail(&format!("{id}: no such entry")),
+        Err(e) => fail(&format!("{id}: {e}")),
+    }
+}
+
+/// `queue retry --all`: every entry due now; an entry that cannot be changed (busy) is named
+/// and makes the exit status 1, the others are still changed.
+fn retry_all(queue: &QueueDir) -> ExitCode {
+    let scan = match queue.scan_readonly() {
+        Ok(s) => s,
+        Err(e) => return fail(&e.to_string()),
+    };
+    let mut status = ExitCode::SUCCESS;
+    for meta in scan.entries {
+        if let Err(e) = change(queue, &meta.id, |m| m.next_attempt = 0) {
+            eprintln!("sealgate: {}: {e}", meta.id);
+            status = ExitCode::FAILURE;
+        }
+    }
+    status
 }
 
 fn same_owner(dir: &Path) -> Result<(), String> {

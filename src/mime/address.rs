@@ -3,6 +3,8 @@
 //! never to mistake text for an address; anything unparseable yields no address rather than a
 //! guess (callers treat "no address" conservatively).
 
+use super::header::strip_comments;
+
 /// The addr-specs of an address-list, in order, as written (no case change).
 pub fn mailboxes(value: &str) -> Vec<String> {
     let mut out = Vec::new();
@@ -73,37 +75,6 @@ fn split_top_level(value: &str) -> Vec<String> {
     }
     items.push(cur);
     items
-}
-
-fn strip_comments(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let (mut quoted, mut escaped, mut depth) = (false, false, 0usize);
-    for c in s.chars() {
-        if escaped {
-            escaped = false;
-            if depth == 0 {
-                out.push(c);
-            }
-            continue;
-        }
-        match c {
-            '\\' if quoted || depth > 0 => {
-                escaped = true;
-                if depth == 0 {
-                    out.push(c);
-                }
-            }
-            '"' if depth == 0 => {
-                quoted = !quoted;
-                out.push(c);
-            }
-            '(' if !quoted => depth += 1,
-            ')' if !quoted && depth > 0 => depth -= 1,
-            _ if depth == 0 => out.push(c),
-            _ => {}
-        }
-    }
-    out
 }
 
 fn find_unquoted(s: &str, target: char) -> Option<usize> {

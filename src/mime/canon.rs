@@ -145,6 +145,21 @@ impl Canon<'_> {
             _ => self.leaf(body, encoding, is_text(ct.as_ref()), out)?,
         };
 
+        let mut head = self.head(&parsed, label)?;
+        // The empty line is kept where there was one, never invented where there was none
+        // (an entity without a header stays without one) - except before a body that was
+        // re-encoded, whose first line must not be taken for a header field.
+        let reencoded = matches!(label, Label::Set(_)) && out.len() > mark;
+        if parsed.separator || reencoded {
+            head.extend_from_slice(b"\r\n");
+        }
+        out.splice(mark..mark, head);
+        Ok(())
+    }
+
+    /// The entity's header fields, refolded, with the Content-Transfer-Encoding that `label`
+    /// sets (in place of the first one, or added at the end; later ones dropped).
+    fn head(&self, parsed: &ParsedMessage, label: Label) -> Result<Vec<u8>, MimeError> {
         let mut head = Vec::with_capacity(parsed.body_offset + 64);
         let mut cte_written = false;
         for field in &parsed.fields {
@@ -164,15 +179,7 @@ impl Canon<'_> {
         if let (Label::Set(c), false) = (label, cte_written) {
             HeaderField::new("Content-Transfer-Encoding", c).write_to(&mut head);
         }
-        // The empty line is kept where there was one, never invented where there was none
-        // (an entity without a header stays without one) - except before a body that was
-        // re-encoded, whose first line must not be taken for a header field.
-        let reencoded = matches!(label, Label::Set(_)) && out.len() > mark;
-        if parsed.separator || reencoded {
-            head.extend_from_slice(b"\r\n");
-        }
-        out.splice(mark..mark, head);
-        Ok(())
+        Ok(head)
     }
 
     /// A header field with its lines folded to 998 octets. One that cannot be folded is

@@ -1,5 +1,7 @@
 //! A small, tolerant Content-Type parser (RFC 2045 §5.1; comments skipped).
 
+use super::header::strip_comments;
+
 /// A parsed Content-Type value. Type, subtype and parameter names are lowercase.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ContentType {
@@ -76,39 +78,6 @@ impl ContentType {
 fn is_token(s: &str) -> bool {
     s.bytes()
         .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?=".contains(&b))
-}
-
-fn strip_comments(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    let mut depth = 0usize;
-    let mut in_quote = false;
-    let mut escaped = false;
-    for c in value.chars() {
-        if escaped {
-            if depth == 0 {
-                out.push(c);
-            }
-            escaped = false;
-            continue;
-        }
-        match c {
-            '\\' if in_quote || depth > 0 => {
-                escaped = true;
-                if depth == 0 {
-                    out.push(c);
-                }
-            }
-            '"' if depth == 0 => {
-                in_quote = !in_quote;
-                out.push(c);
-            }
-            '(' if !in_quote => depth += 1,
-            ')' if !in_quote && depth > 0 => depth -= 1,
-            _ if depth > 0 => {}
-            _ => out.push(c),
-        }
-    }
-    out
 }
 
 fn split_params(value: &str) -> Vec<String> {

@@ -344,6 +344,41 @@ pub(crate) fn next_line(input: &[u8], pos: usize) -> (&[u8], usize) {
     }
 }
 
+/// `value` without its comments (RFC 5322 3.2.2: parenthesised, nested, with quoted-pairs);
+/// parentheses inside quoted strings are text, not comments.
+pub(super) fn strip_comments(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    let mut depth = 0usize;
+    let mut in_quote = false;
+    let mut escaped = false;
+    for c in value.chars() {
+        if escaped {
+            if depth == 0 {
+                out.push(c);
+            }
+            escaped = false;
+            continue;
+        }
+        match c {
+            '\\' if in_quote || depth > 0 => {
+                escaped = true;
+                if depth == 0 {
+                    out.push(c);
+                }
+            }
+            '"' if depth == 0 => {
+                in_quote = !in_quote;
+                out.push(c);
+            }
+            '(' if !in_quote => depth += 1,
+            ')' if !in_quote && depth > 0 => depth -= 1,
+            _ if depth > 0 => {}
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

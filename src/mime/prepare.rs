@@ -123,8 +123,27 @@ pub fn prepare(message: &[u8], opts: &PrepareOptions) -> Result<Prepared, MimeEr
         .map(|f| f.refold(MAX_LINE))
         .collect::<Result<Vec<_>, _>>()?;
     let body = &message[parsed.body_offset.min(message.len())..];
-    let hp = opts.header_protection;
 
+    let mut inner_fields = protect_outer_fields(&mut outer, opts);
+    inner_fields.extend(content_fields(content, opts.header_protection));
+    let mut raw_inner: Vec<u8> = Vec::with_capacity(body.len() + 4096);
+    for field in &inner_fields {
+        field.write_to(&mut raw_inner);
+    }
+    raw_inner.extend_from_slice(b"\r\n");
+    raw_inner.extend_from_slice(body);
+    let inner = canonicalize_for(&raw_inner, &opts.limits, opts.carrier)?;
+    Ok(Prepared {
+        outer,
+        inner,
+        protection,
+    })
+}
+
+/// The inner entity's copies of the protected outer fields (RFC 9788); when encrypting, the
+/// outer Subject is hidden if asked, and `HP-Outer` fields record what the outer header shows.
+fn protect_outer_fields(outer: &mut [HeaderField], opts: &PrepareOptions) -> Vec<HeaderField> {
+    let hp = opts.header_protection;
     let mut inner_fields: Vec<HeaderField> = Vec::new();
     if hp != HeaderProtection::None {
         inner_fields.extend(outer.iter().filter(|f| is_protected(f)).cloned());
@@ -140,11 +159,18 @@ pub fn prepare(message: &[u8], opts: &PrepareOptions) -> Result<Prepared, MimeEr
             inner_fields.push(HeaderField::new("HP-Outer", &value));
         }
     }
+    inner_fields
+}
+
+/// The inner entity's `Content-*` fields, its (first) Content-Type marked with `hp=` under
+/// header protection (a text/plain one added when there is none).
+fn content_fields(content: Vec<HeaderField>, hp: HeaderProtection) -> Vec<HeaderField> {
     let hp_value = match hp {
         HeaderProtection::None => None,
         HeaderProtection::Clear => Some("clear"),
         HeaderProtection::Cipher => Some("cipher"),
     };
+    let mut fields = Vec::with_capacity(content.len() + 1);
     let mut has_content_type = false;
     for field in content {
         if field.is("content-type") && !has_content_type {
@@ -156,34 +182,22 @@ pub fn prepare(message: &[u8], opts: &PrepareOptions) -> Result<Prepared, MimeEr
                         .trim()
                         .to_string();
                     value.push_str(&format!("; hp=\"{hp_value}\""));
-                    inner_fields.push(HeaderField::new(field.name(), &value));
+                    fields.push(HeaderField::new(field.name(), &value));
                     continue;
                 }
             }
         }
-        inner_fields.push(field);
+        fields.push(field);
     }
     if !has_content_type {
         if let Some(hp_value) = hp_value {
-            inner_fields.push(HeaderField::new(
+            fields.push(HeaderField::new(
                 "Content-Type",
                 &format!("text/plain; charset=us-ascii; hp=\"{hp_value}\""),
             ));
         }
     }
-
-    let mut raw_inner: Vec<u8> = Vec::with_capacity(body.len() + 4096);
-    for field in &inner_fields {
-        field.write_to(&mut raw_inner);
-    }
-    raw_inner.extend_from_slice(b"\r\n");
-    raw_inner.extend_from_slice(body);
-    let inner = canonicalize_for(&raw_inner, &opts.limits, opts.carrier)?;
-    Ok(Prepared {
-        outer,
-        inner,
-        protection,
-    })
+    fields
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 
 use super::canon::contains;
 use super::content_type::ContentType;
-use super::header::parse_message;
+use super::header::{parse_message, ParsedMessage};
 use super::Limits;
 
 /// What protection a message already carries, judged from its top-level structure only: its
@@ -57,45 +57,52 @@ pub fn detect_protection(message: &[u8], limits: &Limits) -> Protection {
     let Ok(parsed) = parse_message(message, limits) else {
         return Protection::None;
     };
-    if let Some(ct) = parsed
+    let ct = parsed
         .field("content-type")
-        .and_then(|f| ContentType::parse(&f.value()))
-    {
-        let protocol = ct.param("protocol").unwrap_or("").to_ascii_lowercase();
-        let by_type = match (ct.mime_type.as_str(), ct.subtype.as_str()) {
-            ("multipart", "signed") => Some(if protocol.contains("pkcs7-signature") {
-                Protection::SmimeSigned
-            } else if protocol == "application/pgp-signature" {
-                Protection::PgpMimeSigned
-            } else {
-                Protection::OtherSigned
-            }),
-            ("multipart", "encrypted") => Some(if protocol == "application/pgp-encrypted" {
-                Protection::PgpMimeEncrypted
-            } else {
-                Protection::OtherEncrypted
-            }),
-            ("application", "pkcs7-mime") | ("application", "x-pkcs7-mime") => {
-                let smime_type = ct.param("smime-type").unwrap_or("").to_ascii_lowercase();
-                Some(match smime_type.as_str() {
-                    "signed-data" => Protection::SmimeSigned,
-                    "compressed-data" => Protection::SmimeCompressed,
-                    "certs-only" => Protection::None,
-                    _ => Protection::SmimeEncrypted,
-                })
-            }
-            ("application", "pkcs7-signature") | ("application", "x-pkcs7-signature") => {
-                Some(Protection::SmimeSigned)
-            }
-            ("application", "pgp-encrypted") => Some(Protection::PgpMimeEncrypted),
-            _ => None,
-        };
-        if let Some(p) = by_type.filter(|p| p.is_protected()) {
-            return p;
-        }
+        .and_then(|f| ContentType::parse(&f.value()));
+    if let Some(p) = ct.as_ref().and_then(by_content_type) {
+        return p;
     }
-    // Inline PGP only when the whole message is one text body that is exactly one armored
-    // block: a block quoted inside a body says nothing about the message (SECURITY.md I10).
+    inline_pgp(&parsed, message)
+}
+
+/// The protection a top-level Content-Type declares, if any.
+fn by_content_type(ct: &ContentType) -> Option<Protection> {
+    let protocol = ct.param("protocol").unwrap_or("").to_ascii_lowercase();
+    let by_type = match (ct.mime_type.as_str(), ct.subtype.as_str()) {
+        ("multipart", "signed") => Some(if protocol.contains("pkcs7-signature") {
+            Protection::SmimeSigned
+        } else if protocol == "application/pgp-signature" {
+            Protection::PgpMimeSigned
+        } else {
+            Protection::OtherSigned
+        }),
+        ("multipart", "encrypted") => Some(if protocol == "application/pgp-encrypted" {
+            Protection::PgpMimeEncrypted
+        } else {
+            Protection::OtherEncrypted
+        }),
+        ("application", "pkcs7-mime") | ("application", "x-pkcs7-mime") => {
+            let smime_type = ct.param("smime-type").unwrap_or("").to_ascii_lowercase();
+            Some(match smime_type.as_str() {
+                "signed-data" => Protection::SmimeSigned,
+                "compressed-data" => Protection::SmimeCompressed,
+                "certs-only" => Protection::None,
+                _ => Protection::SmimeEncrypted,
+            })
+        }
+        ("application", "pkcs7-signature") | ("application", "x-pkcs7-signature") => {
+            Some(Protection::SmimeSigned)
+        }
+        ("application", "pgp-encrypted") => Some(Protection::PgpMimeEncrypted),
+        _ => None,
+    };
+    by_type.filter(|p| p.is_protected())
+}
+
+/// Inline PGP only when the whole message is one text body that is exactly one armored
+/// block: a block quoted inside a body says nothing about the message (SECURITY.md I10).
+fn inline_pgp(parsed: &ParsedMessage, message: &[u8]) -> Protection {
     let text_body = parsed
         .field("content-type")
         .map(|f| ContentType::parse(&f.value()))

@@ -11,6 +11,7 @@ use std::io::Write;
 use sequoia_openpgp as pgp;
 
 use pgp::armor;
+use pgp::crypto::KeyPair;
 use pgp::packet::signature::SignatureBuilder;
 use pgp::policy::StandardPolicy;
 use pgp::serialize::stream::{self, Armorer, Encryptor, LiteralWriter, Message, Signer};
@@ -18,9 +19,9 @@ use pgp::types::{AEADAlgorithm, DataFormat, Features, HashAlgorithm, SignatureTy
 use pgp::{Cert, KeyHandle};
 
 use super::assemble::{self, CrlfWriter, Form};
-use super::error::PgpError;
+use super::error::{CryptoSource, PgpError};
 use super::format::{self, MessageFormat};
-use super::keys::{encryption_keys, Capabilities, Recipient, SigningKey};
+use super::keys::{encryption_keys, Capabilities, Recipient, Selected, SigningKey};
 use super::{prepare, PgpOptions};
 use crate::mime;
 
@@ -76,21 +77,7 @@ pub fn encrypt_to<W: Write + Send + Sync>(
 ) -> Result<(), PgpError> {
     let policy = StandardPolicy::new();
     let now = opts.now;
-
-    if recipients.is_empty() {
-        return Err(PgpError::NoRecipients);
-    }
-    // (certificate, its capabilities, its chosen keys), sender last.
-    let mut chosen = Vec::with_capacity(recipients.len() + 1);
-    for r in recipients {
-        let sel = encryption_keys(r.cert(), r.address(), r.checks_address(), &policy, now)?;
-        chosen.push((r.cert(), sel));
-    }
-    if opts.encrypt_to_self {
-        let me = signer.ok_or(PgpError::EncryptToSelfWithoutSender)?;
-        let sel = encryption_keys(me.tsk(), "sender (encrypt to self)", false, &policy, now)?;
-        chosen.push((me.tsk(), sel));
-    }
+    let chosen = choose_keys(recipients, signer, opts, &policy)?;
     let caps: Vec<Capabilities> = chosen.iter().map(|(_, s)| s.caps.clone()).collect();
     let msg_format = format::choose(&caps, |a: AEADAlgorithm| a.is_supported());
 
@@ -111,49 +98,12 @@ pub fn encrypt_to<W: Write + Send + Sync>(
         autocrypt,
     ))?;
     assemble::write_encrypted_opening(out, &boundary)?;
-
-    let (features, v2) = match msg_format {
-        MessageFormat::SeipdV1 { .. } => (Features::empty().set_seipdv1(), false),
-        MessageFormat::SeipdV2 { .. } => (Features::empty().set_seipdv1().set_seipdv2(), true),
-    };
-    let mut pgp_recipients = Vec::new();
-    for (_, sel) in &chosen {
-        for key in &sel.keys {
-            let handle: KeyHandle = if v2 {
-                key.fingerprint().into()
-            } else {
-                key.keyid().into()
-            };
-            pgp_recipients.push(stream::Recipient::new(features.clone(), handle, *key));
-        }
-    }
     let certs: Vec<&Cert> = chosen.iter().map(|(c, _)| *c).collect();
-
-    let crypto = |e| PgpError::crypto("encrypt", e);
     {
         let sink = CrlfWriter::new(&mut *out);
-        let message = Message::new(sink);
-        let message = Armorer::new(message)
-            .kind(armor::Kind::Message)
-            .build()
-            .map_err(crypto)?;
-        let mut encryptor =
-            Encryptor::for_recipients(message, pgp_recipients).symmetric_algo(msg_format.cipher());
-        if let MessageFormat::SeipdV2 { aead, .. } = msg_format {
-            encryptor = encryptor.aead_algo(aead);
-        }
-        let mut message = encryptor.build().map_err(crypto)?;
+        let mut message = encrypting(sink, stream_recipients(&chosen, msg_format), msg_format)?;
         if let Some(kp) = keypair {
-            let mut s =
-                Signer::with_template(message, kp, SignatureBuilder::new(SignatureType::Binary))
-                    .map_err(crypto)?
-                    .hash_algo(HashAlgorithm::SHA256)
-                    .map_err(crypto)?
-                    .creation_time(now);
-            for c in &certs {
-                s = s.add_intended_recipient(c);
-            }
-            message = s.build().map_err(crypto)?;
+            message = signing(message, kp, &certs, now)?;
         }
         let message = LiteralWriter::new(message)
             .format(DataFormat::Binary)
@@ -163,4 +113,99 @@ pub fn encrypt_to<W: Write + Send + Sync>(
     }
     assemble::write_closing(out, &boundary)?;
     Ok(())
+}
+
+/// An error of the OpenPGP writer stack.
+fn crypto<E: Into<CryptoSource>>(e: E) -> PgpError {
+    PgpError::crypto("encrypt", e)
+}
+
+/// Each certificate with the encryption keys chosen for it: every recipient's, then the
+/// sender's when encrypting to self. An error names the first recipient without a usable key.
+fn choose_keys<'a>(
+    recipients: &'a [Recipient],
+    signer: Option<&'a SigningKey>,
+    opts: &PgpOptions,
+    policy: &'a StandardPolicy<'a>,
+) -> Result<Vec<(&'a Cert, Selected<'a>)>, PgpError> {
+    if recipients.is_empty() {
+        return Err(PgpError::NoRecipients);
+    }
+    let now = opts.now;
+    let mut chosen = Vec::with_capacity(recipients.len() + 1);
+    for r in recipients {
+        let sel = encryption_keys(r.cert(), r.address(), r.checks_address(), policy, now)?;
+        chosen.push((r.cert(), sel));
+    }
+    if opts.encrypt_to_self {
+        let me = signer.ok_or(PgpError::EncryptToSelfWithoutSender)?;
+        let sel = encryption_keys(me.tsk(), "sender (encrypt to self)", false, policy, now)?;
+        chosen.push((me.tsk(), sel));
+    }
+    Ok(chosen)
+}
+
+/// One PKESK recipient per chosen key, named by fingerprint for SEIPDv2 and by key id for
+/// SEIPDv1.
+fn stream_recipients<'a>(
+    chosen: &[(&'a Cert, Selected<'a>)],
+    msg_format: MessageFormat,
+) -> Vec<stream::Recipient<'a>> {
+    let (features, v2) = match msg_format {
+        MessageFormat::SeipdV1 { .. } => (Features::empty().set_seipdv1(), false),
+        MessageFormat::SeipdV2 { .. } => (Features::empty().set_seipdv1().set_seipdv2(), true),
+    };
+    let mut out = Vec::new();
+    for (_, sel) in chosen {
+        for key in &sel.keys {
+            let handle: KeyHandle = if v2 {
+                key.fingerprint().into()
+            } else {
+                key.keyid().into()
+            };
+            out.push(stream::Recipient::new(features.clone(), handle, *key));
+        }
+    }
+    out
+}
+
+/// The armored, encrypted writer over `sink`.
+fn encrypting<'a, W: Write + Send + Sync + 'a>(
+    sink: W,
+    recipients: Vec<stream::Recipient<'a>>,
+    msg_format: MessageFormat,
+) -> Result<Message<'a>, PgpError> {
+    let message = Armorer::new(Message::new(sink))
+        .kind(armor::Kind::Message)
+        .build()
+        .map_err(crypto)?;
+    let mut encryptor =
+        Encryptor::for_recipients(message, recipients).symmetric_algo(msg_format.cipher());
+    if let MessageFormat::SeipdV2 { aead, .. } = msg_format {
+        encryptor = encryptor.aead_algo(aead);
+    }
+    encryptor.build().map_err(crypto)
+}
+
+/// A one-pass signer (SHA-256, binary) inside the encryption, naming every certificate the
+/// message is encrypted to as an intended recipient.
+fn signing<'a>(
+    message: Message<'a>,
+    keypair: KeyPair,
+    intended: &[&Cert],
+    now: std::time::SystemTime,
+) -> Result<Message<'a>, PgpError> {
+    let mut s = Signer::with_template(
+        message,
+        keypair,
+        SignatureBuilder::new(SignatureType::Binary),
+    )
+    .map_err(crypto)?
+    .hash_algo(HashAlgorithm::SHA256)
+    .map_err(crypto)?
+    .creation_time(now);
+    for c in intended {
+        s = s.add_intended_recipient(c);
+    }
+    s.build().map_err(crypto)
 }

@@ -100,15 +100,7 @@ impl SigningKey {
             fingerprint: fingerprint.clone(),
             reason,
         };
-        let vc = self
-            .tsk
-            .with_policy(policy, now)
-            .map_err(|e| unusable(format!("certificate not valid at this time: {e}")))?;
-        if let RevocationStatus::Revoked(_) = vc.revocation_status() {
-            return Err(unusable("certificate revoked".into()));
-        }
-        vc.alive()
-            .map_err(|e| unusable(format!("certificate not alive: {e}")))?;
+        let vc = valid_at(&self.tsk, policy, now, "certificate not alive").map_err(unusable)?;
 
         let mut locked = false;
         let mut best: Option<(SystemTime, KeyPair)> = None;
@@ -250,6 +242,24 @@ pub(crate) struct Selected<'a> {
     pub(crate) keys: Vec<&'a Key<PublicParts, UnspecifiedRole>>,
 }
 
+/// `cert` under `policy` at `now`, or why it cannot be used at all: not valid under the
+/// policy, revoked, or not alive (worded by `not_alive`).
+fn valid_at<'a>(
+    cert: &'a Cert,
+    policy: &'a dyn Policy,
+    now: SystemTime,
+    not_alive: &str,
+) -> Result<ValidCert<'a>, String> {
+    let vc = cert
+        .with_policy(policy, now)
+        .map_err(|e| format!("certificate not valid at this time: {e}"))?;
+    if let RevocationStatus::Revoked(_) = vc.revocation_status() {
+        return Err("certificate revoked".into());
+    }
+    vc.alive().map_err(|e| format!("{not_alive}: {e}"))?;
+    Ok(vc)
+}
+
 /// Chooses ALL alive, non-revoked, supported transport-encryption subkeys
 /// of `cert` at `now`; an empty choice is an error naming `address`.
 pub(crate) fn encryption_keys<'a>(
@@ -265,14 +275,7 @@ pub(crate) fn encryption_keys<'a>(
         fingerprint: fingerprint.clone(),
         reason,
     };
-    let vc = cert
-        .with_policy(policy, now)
-        .map_err(|e| none(format!("certificate not valid at this time: {e}")))?;
-    if let RevocationStatus::Revoked(_) = vc.revocation_status() {
-        return Err(none("certificate revoked".into()));
-    }
-    vc.alive()
-        .map_err(|e| none(format!("certificate expired or not yet valid: {e}")))?;
+    let vc = valid_at(cert, policy, now, "certificate expired or not yet valid").map_err(none)?;
 
     if check_address && !has_user_id_for(&vc, address) {
         return Err(PgpError::AddressMismatch {

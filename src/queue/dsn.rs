@@ -99,12 +99,36 @@ pub struct DsnContext<'a> {
 }
 
 /// The DSN for `failed` (or delayed) recipients of the queued copy `meta` (whose content is
-/// `content`).
+/// `content`): a multipart/report of a note for the sender, the delivery status, and the
+/// returned message or its header.
 pub fn build(meta: &Meta, failed: &[&Recipient], content: &[u8], ctx: &DsnContext<'_>) -> Vec<u8> {
     let delayed = match ctx.action {
         Action::Failed => None,
         Action::Delayed { retry_until } => Some(retry_until),
     };
+    let boundary = format!("=_dsn_{}", meta.id);
+    let mut out = header_and_note(meta, failed, ctx, delayed, &boundary);
+    out.push_str(&format!(
+        "\r\n--{boundary}\r\nContent-Type: message/delivery-status\r\n\r\n"
+    ));
+    out.push_str(&delivery_status(meta, ctx));
+    for r in failed {
+        out.push_str(&recipient_status(r, ctx, delayed));
+    }
+    let mut bytes = out.into_bytes();
+    append_returned(&mut bytes, meta, content, delayed, &boundary);
+    bytes.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    bytes
+}
+
+/// The DSN's header section and its first part: a note for the sender, one line a recipient.
+fn header_and_note(
+    meta: &Meta,
+    failed: &[&Recipient],
+    ctx: &DsnContext<'_>,
+    delayed: Option<u64>,
+    boundary: &str,
+) -> String {
     let (subject, what) = match delayed {
         None => (
             "Undelivered Mail Returned to Sender".to_string(),
@@ -119,10 +143,8 @@ pub fn build(meta: &Meta, failed: &[&Recipient], content: &[u8], ctx: &DsnContex
             ),
         ),
     };
-    let boundary = format!("=_dsn_{}", meta.id);
     let host = clean(ctx.hostname);
-    let mut out = String::new();
-    out.push_str(&format!(
+    let mut out = format!(
         "From: Mail Delivery System <MAILER-DAEMON@{host}>\r\n\
          To: <{}>\r\n\
          Subject: {subject}\r\n\
@@ -147,7 +169,7 @@ pub fn build(meta: &Meta, failed: &[&Recipient], content: &[u8], ctx: &DsnContex
         rfc5322_date(ctx.now),
         meta.id,
         ctx.now,
-    ));
+    );
     for r in failed {
         out.push_str(&format!(
             "<{}>: {}\r\n",
@@ -155,9 +177,12 @@ pub fn build(meta: &Meta, failed: &[&Recipient], content: &[u8], ctx: &DsnContex
             clean(r.reply.as_deref().unwrap_or("failed"))
         ));
     }
-    out.push_str(&format!(
-        "\r\n--{boundary}\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; {host}\r\n"
-    ));
+    out
+}
+
+/// The per-message fields of the message/delivery-status part (RFC 3464 2.2).
+fn delivery_status(meta: &Meta, ctx: &DsnContext<'_>) -> String {
+    let mut out = format!("Reporting-MTA: dns; {}\r\n", clean(ctx.hostname));
     if let Some(envid) = meta.sender.param("ENVID") {
         out.push_str(&format!(
             "Original-Envelope-Id: {}\r\n",
@@ -165,56 +190,67 @@ pub fn build(meta: &Meta, failed: &[&Recipient], content: &[u8], ctx: &DsnContex
         ));
     }
     out.push_str(&format!("Arrival-Date: {}\r\n", rfc5322_date(meta.created)));
-    for r in failed {
-        let reply = r.reply.as_deref().unwrap_or("550 5.0.0 failed");
+    out
+}
+
+/// One recipient's fields of the message/delivery-status part (RFC 3464 2.3), after an empty
+/// line.
+fn recipient_status(r: &Recipient, ctx: &DsnContext<'_>, delayed: Option<u64>) -> String {
+    let reply = r.reply.as_deref().unwrap_or("550 5.0.0 failed");
+    let mut out = format!(
+        "\r\nFinal-Recipient: rfc822; {}\r\n",
+        clean(&r.path.address)
+    );
+    if let Some(orcpt) = r.path.param("ORCPT") {
+        let decoded = xtext_decode(orcpt);
+        let (kind, addr) = decoded.split_once(';').unwrap_or(("rfc822", &decoded));
         out.push_str(&format!(
-            "\r\nFinal-Recipient: rfc822; {}\r\n",
-            clean(&r.path.address)
+            "Original-Recipient: {}; {}\r\n",
+            clean(kind.trim()),
+            clean(addr.trim())
         ));
-        if let Some(orcpt) = r.path.param("ORCPT") {
-            let decoded = xtext_decode(orcpt);
-            let (kind, addr) = decoded.split_once(';').unwrap_or(("rfc822", &decoded));
-            out.push_str(&format!(
-                "Original-Recipient: {}; {}\r\n",
-                clean(kind.trim()),
-                clean(addr.trim())
-            ));
-        }
-        out.push_str(&format!(
-            "Action: {}\r\nStatus: {}\r\nRemote-MTA: dns; {}\r\nDiagnostic-Code: smtp; {}\r\nLast-Attempt-Date: {}\r\n",
-            if delayed.is_some() { "delayed" } else { "failed" },
-            status_of(reply),
-            clean(ctx.remote),
-            clean(reply),
-            rfc5322_date(ctx.now)
-        ));
-        if let Some(until) = delayed {
-            out.push_str(&format!("Will-Retry-Until: {}\r\n", rfc5322_date(until)));
-        }
     }
-    let mut bytes = out.into_bytes();
+    out.push_str(&format!(
+        "Action: {}\r\nStatus: {}\r\nRemote-MTA: dns; {}\r\nDiagnostic-Code: smtp; {}\r\nLast-Attempt-Date: {}\r\n",
+        if delayed.is_some() { "delayed" } else { "failed" },
+        status_of(reply),
+        clean(ctx.remote),
+        clean(reply),
+        rfc5322_date(ctx.now)
+    ));
+    if let Some(until) = delayed {
+        out.push_str(&format!("Will-Retry-Until: {}\r\n", rfc5322_date(until)));
+    }
+    out
+}
+
+/// The third part: the whole message only for RET=FULL on a plain copy that failed for good,
+/// else its header section (see the module's documentation); nothing without content.
+fn append_returned(
+    bytes: &mut Vec<u8>,
+    meta: &Meta,
+    content: &[u8],
+    delayed: Option<u64>,
+    boundary: &str,
+) {
+    if content.is_empty() {
+        bytes.extend_from_slice(b"\r\n");
+        return;
+    }
     let full = meta
         .sender
         .param("RET")
         .is_some_and(|v| v.eq_ignore_ascii_case("FULL"));
-    if !content.is_empty() {
-        let (kind, body) = if full && !meta.encrypted && delayed.is_none() {
-            ("message/rfc822", content)
-        } else {
-            ("text/rfc822-headers", header_section(content))
-        };
-        bytes.extend_from_slice(
-            format!("\r\n--{boundary}\r\nContent-Type: {kind}\r\n\r\n").as_bytes(),
-        );
-        bytes.extend_from_slice(body);
-        if !body.ends_with(b"\r\n") {
-            bytes.extend_from_slice(b"\r\n");
-        }
+    let (kind, body) = if full && !meta.encrypted && delayed.is_none() {
+        ("message/rfc822", content)
     } else {
+        ("text/rfc822-headers", header_section(content))
+    };
+    bytes.extend_from_slice(format!("\r\n--{boundary}\r\nContent-Type: {kind}\r\n\r\n").as_bytes());
+    bytes.extend_from_slice(body);
+    if !body.ends_with(b"\r\n") {
         bytes.extend_from_slice(b"\r\n");
     }
-    bytes.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
-    bytes
 }
 
 #[cfg(test)]

@@ -5,10 +5,10 @@
 
 use std::collections::{HashMap, HashSet};
 use std::io;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use tokio::sync::{watch, Notify, Semaphore};
+use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 use super::dsn::{self, Action, DsnContext};
@@ -158,55 +158,13 @@ impl Queue {
             let dir = self.dir.clone();
             match blocking(move || dir.scan()).await {
                 Ok(scan) => {
-                    let now = unix_now();
-                    let instant = Instant::now();
-                    self.cooldown
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .retain(|_, until| *until > instant);
-                    for meta in scan.entries {
-                        if !meta.due(now)
-                            || self
-                                .cooldown
-                                .lock()
-                                .unwrap_or_else(|e| e.into_inner())
-                                .contains_key(&meta.id)
-                        {
-                            continue;
-                        }
-                        {
-                            let mut busy = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
-                            if busy.contains(&meta.id) {
-                                continue;
-                            }
-                            let Ok(permit) = permits.clone().try_acquire_owned() else {
-                                break;
-                            };
-                            busy.insert(meta.id.clone());
-                            let (queue, connector, names) =
-                                (self.clone(), connector.clone(), names.clone());
-                            tasks.spawn(async move {
-                                let id = meta.id;
-                                let pause = match queue.attempt(&id, &connector, &names).await {
-                                    Ok(()) => queue.cfg.scan_interval,
-                                    Err(e) => {
-                                        tracing::warn!(entry = %id, error = %e, "queue attempt failed");
-                                        queue.cfg.retry_initial
-                                    }
-                                };
-                                queue
-                                    .cooldown
-                                    .lock()
-                                    .unwrap_or_else(|e| e.into_inner())
-                                    .insert(id.clone(), Instant::now() + pause);
-                                queue
-                                    .in_flight
-                                    .lock()
-                                    .unwrap_or_else(|e| e.into_inner())
-                                    .remove(&id);
-                                drop(permit);
-                            });
-                        }
+                    for (id, permit) in self.take_due(scan.entries, &permits) {
+                        let (queue, connector, names) =
+                            (self.clone(), connector.clone(), names.clone());
+                        tasks.spawn(async move {
+                            queue.work_on(id, &connector, &names).await;
+                            drop(permit);
+                        });
                     }
                 }
                 Err(e) => {
@@ -226,6 +184,46 @@ impl Queue {
         tasks.shutdown().await;
     }
 
+    /// The entries of a scan to work on now, each marked in flight with its permit: due, not
+    /// cooling down, not already in flight; as many as there are permits.
+    fn take_due(
+        &self,
+        entries: Vec<Meta>,
+        permits: &Arc<Semaphore>,
+    ) -> Vec<(String, OwnedSemaphorePermit)> {
+        let now = unix_now();
+        let instant = Instant::now();
+        let mut cooldown = lock(&self.cooldown);
+        cooldown.retain(|_, until| *until > instant);
+        let mut busy = lock(&self.in_flight);
+        let mut taken = Vec::new();
+        for meta in entries {
+            if !meta.due(now) || cooldown.contains_key(&meta.id) || busy.contains(&meta.id) {
+                continue;
+            }
+            let Ok(permit) = permits.clone().try_acquire_owned() else {
+                break;
+            };
+            busy.insert(meta.id.clone());
+            taken.push((meta.id, permit));
+        }
+        taken
+    }
+
+    /// One attempt on an entry taken by [`Queue::take_due`]; then the entry rests (the scan
+    /// interval, or the first retry interval after an error) and is no longer in flight.
+    async fn work_on(&self, id: String, connector: &Connector, names: &(String, String)) {
+        let pause = match self.attempt(&id, connector, names).await {
+            Ok(()) => self.cfg.scan_interval,
+            Err(e) => {
+                tracing::warn!(entry = %id, error = %e, "queue attempt failed");
+                self.cfg.retry_initial
+            }
+        };
+        lock(&self.cooldown).insert(id.clone(), Instant::now() + pause);
+        lock(&self.in_flight).remove(&id);
+    }
+
     /// Works on one entry: expiry or bounce request, one delivery attempt, the DSN owed.
     async fn attempt(
         &self,
@@ -233,42 +231,15 @@ impl Queue {
         connector: &Connector,
         names: &(String, String),
     ) -> io::Result<()> {
-        let dir = self.dir.clone();
-        let owned = id.to_string();
-        let claimed = blocking(move || -> io::Result<Option<(Claim, Meta, Vec<u8>)>> {
-            let Some(claim) = dir.claim(&owned)? else {
-                return Ok(None);
-            };
-            let Some(meta) = dir.read_meta(&owned)? else {
-                return Ok(None);
-            };
-            let content = dir.read_content(&owned)?;
-            Ok(Some((claim, meta, content)))
-        })
-        .await?;
-        let Some((claim, mut meta, content)) = claimed else {
+        let Some((claim, mut meta, content)) = self.claim(id).await? else {
             return Ok(());
         };
         let now = unix_now();
         if !meta.due(now) {
             return Ok(());
         }
+        self.fail_if_returned_or_expired(&mut meta, now);
         let pending = |m: &Meta| m.pending().next().is_some();
-        if meta.bounce_requested {
-            meta.bounce_requested = false;
-            fail_pending(
-                &mut meta,
-                "550 5.0.0 Returned to the sender by the administrator",
-            );
-        } else if pending(&meta) && now.saturating_sub(meta.created) >= self.cfg.max_age.as_secs() {
-            let last = meta.last_reply.clone().unwrap_or_default();
-            let n = fail_pending(
-                &mut meta,
-                &format!("451 4.4.7 Delivery time expired; last reply: {last}"),
-            );
-            Counters::add(&self.counters.expired, n);
-            tracing::warn!(entry = %id, session = %meta.session, recipients = n, "queued copy expired");
-        }
         if pending(&meta) && meta.next_attempt <= now {
             self.try_delivery(&mut meta, connector, content.clone())
                 .await;
@@ -285,24 +256,67 @@ impl Queue {
             meta.next_attempt =
                 now + backoff(meta.attempts, self.cfg.retry_initial, self.cfg.retry_max).as_secs();
         }
-        let dir = self.dir.clone();
         let finished = meta.finished();
-        let entry = id.to_string();
-        blocking(move || {
-            if finished {
-                dir.remove(&entry)
-            } else {
-                dir.write_meta(&meta)?;
-                dir.sync_dir()
-            }
-        })
-        .await?;
+        self.save(meta).await?;
         if finished {
             tracing::info!(entry = %id, "queue entry done");
         }
         drop(claim);
         self.log_counters();
         Ok(())
+    }
+
+    /// Claims entry `id` and reads it; None when another process holds it or it is gone.
+    async fn claim(&self, id: &str) -> io::Result<Option<(Claim, Meta, Vec<u8>)>> {
+        let dir = self.dir.clone();
+        let id = id.to_string();
+        blocking(move || {
+            let Some(claim) = dir.claim(&id)? else {
+                return Ok(None);
+            };
+            let Some(meta) = dir.read_meta(&id)? else {
+                return Ok(None);
+            };
+            let content = dir.read_content(&id)?;
+            Ok(Some((claim, meta, content)))
+        })
+        .await
+    }
+
+    /// Fails the waiting recipients of an entry the administrator bounced, or of one older
+    /// than `max_age`.
+    fn fail_if_returned_or_expired(&self, meta: &mut Meta, now: u64) {
+        if meta.bounce_requested {
+            meta.bounce_requested = false;
+            fail_pending(
+                meta,
+                "550 5.0.0 Returned to the sender by the administrator",
+            );
+        } else if meta.pending().next().is_some()
+            && now.saturating_sub(meta.created) >= self.cfg.max_age.as_secs()
+        {
+            let last = meta.last_reply.clone().unwrap_or_default();
+            let n = fail_pending(
+                meta,
+                &format!("451 4.4.7 Delivery time expired; last reply: {last}"),
+            );
+            Counters::add(&self.counters.expired, n);
+            tracing::warn!(entry = %meta.id, session = %meta.session, recipients = n, "queued copy expired");
+        }
+    }
+
+    /// Writes the entry's new state durably, or removes it when nothing is left to do for it.
+    async fn save(&self, meta: Meta) -> io::Result<()> {
+        let dir = self.dir.clone();
+        blocking(move || {
+            if meta.finished() {
+                dir.remove(&meta.id)
+            } else {
+                dir.write_meta(&meta)?;
+                dir.sync_dir()
+            }
+        })
+        .await
     }
 
     async fn try_delivery(&self, meta: &mut Meta, connector: &Connector, content: Vec<u8>) {
@@ -464,36 +478,7 @@ impl Queue {
                 action,
             },
         );
-        let mut mail = PathWithParams {
-            address: String::new(),
-            params: Vec::new(),
-        };
-        if report.iter().any(|&b| b >= 0x80) {
-            mail.params.push(("BODY".into(), Some("8BITMIME".into())));
-        }
-        let to = PathWithParams {
-            address: meta.sender.address.clone(),
-            params: Vec::new(),
-        };
-        // A notification is sealgate's own mail: the upstream sees sealgate as its client.
-        let outcome = match connector.connect(None).await {
-            Ok(up) => {
-                let (v, session) = deliver(
-                    up,
-                    &mail,
-                    std::slice::from_ref(&to),
-                    &mut Spool::from_bytes(report),
-                    None,
-                    &meta.id,
-                )
-                .await;
-                if let Ok(up) = session {
-                    up.quit().await;
-                }
-                v.into_iter().next()
-            }
-            Err(e) => Some(Verdict::Temporary(crate::serve::replies::upstream(&e))),
-        };
+        let outcome = send_notification(connector, meta, report).await;
         let kind = match action {
             Action::Failed => "failure",
             Action::Delayed { .. } => "delay",
@@ -521,6 +506,46 @@ impl Queue {
             }
         }
     }
+}
+
+/// Sends `report` from `<>` to the sender of the queued copy `meta`; the upstream's verdict
+/// (None when the session ended before one).
+async fn send_notification(connector: &Connector, meta: &Meta, report: Vec<u8>) -> Option<Verdict> {
+    let mut mail = PathWithParams {
+        address: String::new(),
+        params: Vec::new(),
+    };
+    if report.iter().any(|&b| b >= 0x80) {
+        mail.params.push(("BODY".into(), Some("8BITMIME".into())));
+    }
+    let to = PathWithParams {
+        address: meta.sender.address.clone(),
+        params: Vec::new(),
+    };
+    // A notification is sealgate's own mail: the upstream sees sealgate as its client.
+    match connector.connect(None).await {
+        Ok(up) => {
+            let (v, session) = deliver(
+                up,
+                &mail,
+                std::slice::from_ref(&to),
+                &mut Spool::from_bytes(report),
+                None,
+                &meta.id,
+            )
+            .await;
+            if let Ok(up) = session {
+                up.quit().await;
+            }
+            v.into_iter().next()
+        }
+        Err(e) => Some(Verdict::Temporary(crate::serve::replies::upstream(&e))),
+    }
+}
+
+/// Locks a mutex; a panic elsewhere while it was held does not make its map unusable.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn r_of(v: &Option<Verdict>) -> Option<String> {

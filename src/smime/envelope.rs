@@ -84,76 +84,76 @@ pub(crate) fn envelope(
     transport: KeyTransport,
     now: SystemTime,
 ) -> Result<Enveloped, SmimeError> {
-    let mut builders = builders(recipients, transport, now)?;
+    let builders = builders(recipients, transport, now)?;
     match encryption {
-        ContentEncryption::Aes256Cbc => {
-            let enveloped = {
-                let mut builder = EnvelopedDataBuilder::new(
-                    None,
-                    &content,
-                    ContentEncryptionAlgorithm::Aes256Cbc,
-                    None,
-                )?;
-                for b in builders {
-                    builder.add_recipient_info(b)?;
-                }
-                builder.build_with_rng(&mut OsRng)?
-            };
-            drop(content); // bound memory: plaintext gone before the DER copy is made
-            let der = content_info_der(oids::ID_ENVELOPED_DATA, &enveloped)?;
-            Ok(Enveloped {
-                der,
-                smime_type: "enveloped-data",
-            })
-        }
-        ContentEncryption::Aes256Gcm => {
-            let mut cek = Zeroizing::new([0u8; 32]);
-            let mut nonce = [0u8; 12];
-            OsRng
-                .try_fill_bytes(cek.as_mut_slice())
-                .and_then(|_| OsRng.try_fill_bytes(&mut nonce))
-                .map_err(|_| SmimeError::Crypto {
-                    operation: "random generation",
-                })?;
-            let cipher = aes_gcm::Aes256Gcm::new_from_slice(cek.as_slice()).map_err(|_| {
-                SmimeError::Crypto {
-                    operation: "AES-GCM key setup",
-                }
-            })?;
-            let mut buffer = content; // encrypted in place
-            let tag = cipher
-                .encrypt_in_place_detached(&nonce.into(), b"", &mut buffer)
-                .map_err(|_| SmimeError::Crypto {
-                    operation: "AES-GCM encryption",
-                })?;
-            let infos = builders
-                .iter_mut()
-                .map(|b| b.build(cek.as_slice()))
-                .collect::<Result<Vec<RecipientInfo>, _>>()?;
-            let params = GcmParameters {
-                nonce: OctetString::new(nonce.to_vec())?,
-                icv_len: 16,
-            };
-            let aed = AuthEnvelopedData {
-                version: CmsVersion::V0,
-                recip_infos: RecipientInfos::try_from(infos)?,
-                auth_encrypted_content: EncryptedContentInfo {
-                    content_type: oids::ID_DATA,
-                    content_enc_alg: AlgorithmIdentifierOwned {
-                        oid: oids::ID_AES256_GCM,
-                        parameters: Some(Any::encode_from(&params)?),
-                    },
-                    encrypted_content: Some(OctetString::new(buffer)?),
-                },
-                mac: OctetString::new(tag.to_vec())?,
-            };
-            let der = content_info_der(oids::ID_CT_AUTH_ENVELOPED_DATA, &aed)?;
-            Ok(Enveloped {
-                der,
-                smime_type: "authEnveloped-data",
-            })
-        }
+        ContentEncryption::Aes256Cbc => enveloped_cbc(content, builders),
+        ContentEncryption::Aes256Gcm => auth_enveloped_gcm(content, builders),
     }
+}
+
+/// EnvelopedData with AES-256-CBC, built by cms's builder.
+fn enveloped_cbc(content: Vec<u8>, builders: Vec<AnyRecipient>) -> Result<Enveloped, SmimeError> {
+    let enveloped = {
+        let mut builder =
+            EnvelopedDataBuilder::new(None, &content, ContentEncryptionAlgorithm::Aes256Cbc, None)?;
+        for b in builders {
+            builder.add_recipient_info(b)?;
+        }
+        builder.build_with_rng(&mut OsRng)?
+    };
+    drop(content); // bound memory: plaintext gone before the DER copy is made
+    let der = content_info_der(oids::ID_ENVELOPED_DATA, &enveloped)?;
+    Ok(Enveloped {
+        der,
+        smime_type: "enveloped-data",
+    })
+}
+
+/// AuthEnvelopedData with AES-256-GCM: `content` is encrypted in place under a fresh key and
+/// nonce, and the key wrapped for every recipient.
+fn auth_enveloped_gcm(
+    content: Vec<u8>,
+    mut builders: Vec<AnyRecipient>,
+) -> Result<Enveloped, SmimeError> {
+    let failed = |operation| SmimeError::Crypto { operation };
+    let mut cek = Zeroizing::new([0u8; 32]);
+    let mut nonce = [0u8; 12];
+    OsRng
+        .try_fill_bytes(cek.as_mut_slice())
+        .and_then(|_| OsRng.try_fill_bytes(&mut nonce))
+        .map_err(|_| failed("random generation"))?;
+    let cipher = aes_gcm::Aes256Gcm::new_from_slice(cek.as_slice())
+        .map_err(|_| failed("AES-GCM key setup"))?;
+    let mut buffer = content; // encrypted in place
+    let tag = cipher
+        .encrypt_in_place_detached(&nonce.into(), b"", &mut buffer)
+        .map_err(|_| failed("AES-GCM encryption"))?;
+    let infos = builders
+        .iter_mut()
+        .map(|b| b.build(cek.as_slice()))
+        .collect::<Result<Vec<RecipientInfo>, _>>()?;
+    let params = GcmParameters {
+        nonce: OctetString::new(nonce.to_vec())?,
+        icv_len: 16,
+    };
+    let aed = AuthEnvelopedData {
+        version: CmsVersion::V0,
+        recip_infos: RecipientInfos::try_from(infos)?,
+        auth_encrypted_content: EncryptedContentInfo {
+            content_type: oids::ID_DATA,
+            content_enc_alg: AlgorithmIdentifierOwned {
+                oid: oids::ID_AES256_GCM,
+                parameters: Some(Any::encode_from(&params)?),
+            },
+            encrypted_content: Some(OctetString::new(buffer)?),
+        },
+        mac: OctetString::new(tag.to_vec())?,
+    };
+    let der = content_info_der(oids::ID_CT_AUTH_ENVELOPED_DATA, &aed)?;
+    Ok(Enveloped {
+        der,
+        smime_type: "authEnveloped-data",
+    })
 }
 
 /// DER of `ContentInfo { contentType, [0] EXPLICIT content }`, written around `inner`'s own

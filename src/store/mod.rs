@@ -600,15 +600,14 @@ pub trait KeyStore {
             openpgp: Vec::new(),
             unusable: Vec::new(),
         };
-        for id in self.ids_for(address)? {
-            let Some(record) = self.get(&id)? else {
-                continue;
+        for (id, checked) in checked_records(self, address, now, Purpose::Encrypt)? {
+            let record = match checked {
+                Ok(record) => record,
+                Err(reasons) => {
+                    out.unusable.push((id, reasons));
+                    continue;
+                }
             };
-            let reasons = self.check_record(&record, address, now, Purpose::Encrypt)?;
-            if !reasons.is_empty() {
-                out.unusable.push((id, reasons));
-                continue;
-            }
             match record.details {
                 Details::Smime(info) => out.smime.push(SmimeCert {
                     id,
@@ -636,18 +635,14 @@ pub trait KeyStore {
             openpgp: Vec::new(),
             unusable: Vec::new(),
         };
-        for id in self.ids_for(address)? {
-            let Some(record) = self.get(&id)? else {
-                continue;
+        for (id, checked) in checked_records(self, address, now, Purpose::Sign)? {
+            let record = match checked {
+                Ok(record) => record,
+                Err(reasons) => {
+                    out.unusable.push((id, reasons));
+                    continue;
+                }
             };
-            if !record.has_secret {
-                continue;
-            }
-            let reasons = self.check_record(&record, address, now, Purpose::Sign)?;
-            if !reasons.is_empty() {
-                out.unusable.push((id, reasons));
-                continue;
-            }
             match &record.details {
                 Details::Smime(_) => match self.secret(&id)? {
                     Some(key) => out.smime.push(SmimeSigner {
@@ -671,4 +666,37 @@ pub trait KeyStore {
         }
         Ok(out)
     }
+}
+
+/// A key's record when it is usable, else every reason it is not.
+type Checked = Result<KeyRecord, Vec<Unusable>>;
+
+/// Each key indexed under `address` with its record when it is usable for `purpose` at `now`,
+/// else with every reason it is not; in index order. For signing, only the keys that hold a
+/// secret are considered.
+fn checked_records<S: KeyStore + ?Sized>(
+    store: &S,
+    address: &Address,
+    now: SystemTime,
+    purpose: Purpose,
+) -> Result<Vec<(KeyId, Checked)>, StoreError> {
+    let mut out = Vec::new();
+    for id in store.ids_for(address)? {
+        let Some(record) = store.get(&id)? else {
+            continue;
+        };
+        if purpose == Purpose::Sign && !record.has_secret {
+            continue;
+        }
+        let reasons = store.check_record(&record, address, now, purpose)?;
+        out.push((
+            id,
+            if reasons.is_empty() {
+                Ok(record)
+            } else {
+                Err(reasons)
+            },
+        ));
+    }
+    Ok(out)
 }

@@ -8,7 +8,9 @@ use std::time::SystemTime;
 
 use sequoia_openpgp as pgp;
 
+use pgp::cert::amalgamation::key::ValidKeyAmalgamationIter;
 use pgp::cert::prelude::*;
+use pgp::packet::key::{KeyParts, KeyRole};
 use pgp::parse::Parse;
 use pgp::policy::StandardPolicy;
 use pgp::serialize::{Serialize as _, SerializeInto};
@@ -169,14 +171,8 @@ pub fn unlock(cert: Cert, passphrase: Option<&[u8]>) -> Result<Cert, String> {
 /// required.
 pub fn check(cert: &Cert, address: &Address, now: SystemTime, purpose: Purpose) -> Vec<Unusable> {
     let mut reasons = Vec::new();
-    let matches = |u: &pgp::packet::UserID| {
-        u.email()
-            .ok()
-            .flatten()
-            .and_then(|e| Address::parse(e).ok())
-            .is_some_and(|a| a.matches(address))
-    };
-    if !cert.userids().any(|u| matches(u.userid())) {
+    let has_address = cert.userids().any(|u| names(u.userid(), address));
+    if !has_address {
         reasons.push(Unusable::WrongAddress);
     }
     let created = cert.primary_key().key().creation_time();
@@ -205,55 +201,60 @@ pub fn check(cert: &Cert, address: &Address, now: SystemTime, purpose: Purpose) 
             .unwrap_or(0);
         reasons.push(Unusable::Expired { not_after });
     }
-    if !reasons.contains(&Unusable::WrongAddress)
+    if has_address
         && !vc.userids().any(|u| {
-            matches(u.userid()) && !matches!(u.revocation_status(), RevocationStatus::Revoked(_))
+            names(u.userid(), address)
+                && !matches!(u.revocation_status(), RevocationStatus::Revoked(_))
         })
     {
         reasons.push(Unusable::Revoked(format!(
             "no valid, non-revoked user id for {address}"
         )));
     }
+    reasons.extend(missing_key(&vc, purpose));
+    reasons
+}
+
+/// True when the user id's email is `address`.
+fn names(userid: &pgp::packet::UserID, address: &Address) -> bool {
+    userid
+        .email()
+        .ok()
+        .flatten()
+        .and_then(|e| Address::parse(e).ok())
+        .is_some_and(|a| a.matches(address))
+}
+
+/// Why no key of `vc` serves `purpose`, if none does: no capable key, or (to sign) none whose
+/// secret is at hand unencrypted.
+fn missing_key(vc: &ValidCert<'_>, purpose: Purpose) -> Option<Unusable> {
     match purpose {
-        Purpose::Encrypt => {
-            if vc
-                .keys()
-                .supported()
-                .alive()
-                .revoked(false)
-                .for_transport_encryption()
-                .next()
-                .is_none()
-            {
-                reasons.push(Unusable::NoEncryptionKey);
-            }
-        }
+        Purpose::Encrypt => current(vc.keys())
+            .for_transport_encryption()
+            .next()
+            .is_none()
+            .then_some(Unusable::NoEncryptionKey),
         Purpose::Sign => {
-            if vc
-                .keys()
-                .supported()
-                .alive()
-                .revoked(false)
+            if current(vc.keys()).for_signing().next().is_none() {
+                Some(Unusable::NoSigningKey)
+            } else if current(vc.keys().unencrypted_secret())
                 .for_signing()
                 .next()
                 .is_none()
             {
-                reasons.push(Unusable::NoSigningKey);
-            } else if vc
-                .keys()
-                .unencrypted_secret()
-                .supported()
-                .alive()
-                .revoked(false)
-                .for_signing()
-                .next()
-                .is_none()
-            {
-                reasons.push(Unusable::NoSecretKey);
+                Some(Unusable::NoSecretKey)
+            } else {
+                None
             }
         }
     }
-    reasons
+}
+
+/// The keys that sequoia supports, alive and not revoked.
+fn current<'a, P: KeyParts, R: KeyRole>(
+    keys: ValidKeyAmalgamationIter<'a, P, R>,
+) -> ValidKeyAmalgamationIter<'a, P, R> {
+    keys.supported().alive().revoked(false)
 }
 
 /// Usage summary at `now`, e.g. `certify,sign,encrypt`.

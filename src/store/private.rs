@@ -50,88 +50,120 @@ pub fn parse(
     inputs: &[(String, Zeroizing<Vec<u8>>)],
     passphrase: Option<&Zeroizing<Vec<u8>>>,
 ) -> Result<Vec<PrivateIdentity>, String> {
-    // OpenPGP TSKs: each file on its own.
     if inputs
         .iter()
         .all(|(_, d)| super::openpgp::looks_like_openpgp(d))
     {
-        let mut out = Vec::new();
-        for (name, data) in inputs {
-            let certs = super::openpgp::parse_certs(data, &mut |_, _| {})
-                .map_err(|e| format!("{name}: {e}"))?;
-            for c in certs {
-                if !c.is_tsk() {
-                    return Err(format!(
-                        "{name}: certificate {} has no secret key (use `keys import` for public \
-                         certificates)",
-                        c.fingerprint()
-                    ));
-                }
-                let c = super::openpgp::unlock(c, passphrase.map(|p| p.as_slice()))
-                    .map_err(|e| format!("{name}: {e}"))?;
-                out.push(PrivateIdentity::OpenPgp(Box::new(c)));
-            }
-        }
-        return Ok(out);
+        return parse_openpgp(inputs, passphrase);
     }
-    // PEM key + certificate(s), possibly across files.
     if inputs.iter().all(|(_, d)| pem::looks_like_pem(d)) {
-        let mut keys = Vec::new();
-        let mut certs = Vec::new();
-        for (name, data) in inputs {
-            let blocks = pem::parse(data).map_err(|e| format!("{name}: {e}"))?;
-            for b in blocks {
-                match b.label.as_str() {
-                    "CERTIFICATE" => certs.push(b.der.to_vec()),
-                    "PRIVATE KEY" => keys.push(b.der),
-                    "ENCRYPTED PRIVATE KEY" => {
-                        let pw = passphrase.ok_or_else(|| {
-                            format!("{name}: the private key is encrypted: give --passphrase-file")
-                        })?;
-                        let enc = pkcs8::EncryptedPrivateKeyInfo::from_der(&b.der)
-                            .map_err(|e| format!("{name}: bad encrypted private key: {e}"))?;
-                        let doc = enc
-                            .decrypt(pw.as_slice())
-                            .map_err(|_| format!("{name}: wrong passphrase for the private key"))?;
-                        keys.push(Zeroizing::new(doc.as_bytes().to_vec()));
-                    }
-                    "RSA PRIVATE KEY" => {
-                        use rsa::pkcs1::DecodeRsaPrivateKey;
-                        use rsa::pkcs8::EncodePrivateKey;
-                        let k = rsa::RsaPrivateKey::from_pkcs1_der(&b.der)
-                            .map_err(|e| format!("{name}: bad RSA private key: {e}"))?;
-                        let doc = k.to_pkcs8_der().map_err(|e| format!("{name}: {e}"))?;
-                        keys.push(Zeroizing::new(doc.as_bytes().to_vec()));
-                    }
-                    "EC PRIVATE KEY" => {
-                        use p256::pkcs8::EncodePrivateKey;
-                        let k = p256::SecretKey::from_sec1_der(&b.der)
-                            .map_err(|e| format!("{name}: bad EC private key: {e}"))?;
-                        let doc = k.to_pkcs8_der().map_err(|e| format!("{name}: {e}"))?;
-                        keys.push(Zeroizing::new(doc.as_bytes().to_vec()));
-                    }
-                    "EC PARAMETERS" => {}
-                    l => return Err(format!("{name}: unexpected PEM block {l:?}")),
-                }
-            }
-        }
-        let names: Vec<&str> = inputs.iter().map(|(n, _)| n.as_str()).collect();
-        let names = names.join(", ");
-        if keys.len() != 1 {
-            return Err(format!(
-                "{names}: expected exactly one private key, found {}",
-                keys.len()
-            ));
-        }
-        let key = keys.remove(0);
-        return pair(key, certs)
-            .map(|i| vec![i])
-            .map_err(|e| format!("{names}: {e}"));
+        return parse_pem(inputs, passphrase).map(|i| vec![i]);
     }
-    // PKCS#12: one file.
     let [(name, data)] = inputs else {
         return Err("a PKCS#12 file must be imported on its own".into());
     };
+    parse_pkcs12(name, data, passphrase).map(|i| vec![i])
+}
+
+/// OpenPGP TSKs, each file on its own; every certificate must carry its secret key.
+fn parse_openpgp(
+    inputs: &[(String, Zeroizing<Vec<u8>>)],
+    passphrase: Option<&Zeroizing<Vec<u8>>>,
+) -> Result<Vec<PrivateIdentity>, String> {
+    let mut out = Vec::new();
+    for (name, data) in inputs {
+        let certs = super::openpgp::parse_certs(data, &mut |_, _| {})
+            .map_err(|e| format!("{name}: {e}"))?;
+        for c in certs {
+            if !c.is_tsk() {
+                return Err(format!(
+                    "{name}: certificate {} has no secret key (use `keys import` for public \
+                     certificates)",
+                    c.fingerprint()
+                ));
+            }
+            let c = super::openpgp::unlock(c, passphrase.map(|p| p.as_slice()))
+                .map_err(|e| format!("{name}: {e}"))?;
+            out.push(PrivateIdentity::OpenPgp(Box::new(c)));
+        }
+    }
+    Ok(out)
+}
+
+/// One PEM private key and its certificate(s), possibly across files.
+fn parse_pem(
+    inputs: &[(String, Zeroizing<Vec<u8>>)],
+    passphrase: Option<&Zeroizing<Vec<u8>>>,
+) -> Result<PrivateIdentity, String> {
+    let mut keys = Vec::new();
+    let mut certs = Vec::new();
+    for (name, data) in inputs {
+        let blocks = pem::parse(data).map_err(|e| format!("{name}: {e}"))?;
+        for b in blocks {
+            match b.label.as_str() {
+                "CERTIFICATE" => certs.push(b.der.to_vec()),
+                "EC PARAMETERS" => {}
+                label => keys.push(
+                    pkcs8_key(label, &b.der, passphrase).map_err(|e| format!("{name}: {e}"))?,
+                ),
+            }
+        }
+    }
+    let names: Vec<&str> = inputs.iter().map(|(n, _)| n.as_str()).collect();
+    let names = names.join(", ");
+    if keys.len() != 1 {
+        return Err(format!(
+            "{names}: expected exactly one private key, found {}",
+            keys.len()
+        ));
+    }
+    let key = keys.remove(0);
+    pair(key, certs).map_err(|e| format!("{names}: {e}"))
+}
+
+/// The unencrypted PKCS#8 DER of a PEM private key block labelled `label` (PKCS#8, encrypted
+/// PKCS#8, PKCS#1 RSA or SEC1 P-256).
+fn pkcs8_key(
+    label: &str,
+    der: &[u8],
+    passphrase: Option<&Zeroizing<Vec<u8>>>,
+) -> Result<Zeroizing<Vec<u8>>, String> {
+    match label {
+        "PRIVATE KEY" => Ok(Zeroizing::new(der.to_vec())),
+        "ENCRYPTED PRIVATE KEY" => {
+            let pw = passphrase.ok_or("the private key is encrypted: give --passphrase-file")?;
+            let enc = pkcs8::EncryptedPrivateKeyInfo::from_der(der)
+                .map_err(|e| format!("bad encrypted private key: {e}"))?;
+            let doc = enc
+                .decrypt(pw.as_slice())
+                .map_err(|_| "wrong passphrase for the private key")?;
+            Ok(Zeroizing::new(doc.as_bytes().to_vec()))
+        }
+        "RSA PRIVATE KEY" => {
+            use rsa::pkcs1::DecodeRsaPrivateKey;
+            use rsa::pkcs8::EncodePrivateKey;
+            let k = rsa::RsaPrivateKey::from_pkcs1_der(der)
+                .map_err(|e| format!("bad RSA private key: {e}"))?;
+            let doc = k.to_pkcs8_der().map_err(|e| e.to_string())?;
+            Ok(Zeroizing::new(doc.as_bytes().to_vec()))
+        }
+        "EC PRIVATE KEY" => {
+            use p256::pkcs8::EncodePrivateKey;
+            let k = p256::SecretKey::from_sec1_der(der)
+                .map_err(|e| format!("bad EC private key: {e}"))?;
+            let doc = k.to_pkcs8_der().map_err(|e| e.to_string())?;
+            Ok(Zeroizing::new(doc.as_bytes().to_vec()))
+        }
+        l => Err(format!("unexpected PEM block {l:?}")),
+    }
+}
+
+/// A PKCS#12 file (one file on its own): its private key and the certificate that matches it.
+fn parse_pkcs12(
+    name: &str,
+    data: &[u8],
+    passphrase: Option<&Zeroizing<Vec<u8>>>,
+) -> Result<PrivateIdentity, String> {
     let pw = match passphrase {
         Some(p) => std::str::from_utf8(p)
             .map_err(|_| format!("{name}: the PKCS#12 passphrase must be UTF-8"))?
@@ -151,9 +183,7 @@ pub fn parse(
         .ok_or_else(|| format!("{name}: the PKCS#12 file holds no private key"))?;
     let key = Zeroizing::new(chain.key().to_vec());
     let certs = chain.chain().iter().map(|c| c.as_der().to_vec()).collect();
-    pair(key, certs)
-        .map(|i| vec![i])
-        .map_err(|e| format!("{name}: {e}"))
+    pair(key, certs).map_err(|e| format!("{name}: {e}"))
 }
 
 /// Finds the certificate matching the PKCS#8 key among `certs`.

@@ -62,25 +62,45 @@ pub struct DemoOptions {
     pub sink: SocketAddr,
 }
 
+/// Where the demo keeps its files, below the folder given with `--dir`.
+struct Layout {
+    /// The throwaway CA and the server certificate, used by the proxy and the sink alike.
+    tls: PathBuf,
+    /// What the sink receives: `N.eml` and `N.envelope`.
+    mail: PathBuf,
+    /// The configuration the proxy runs with.
+    config: PathBuf,
+}
+
+impl Layout {
+    fn new(dir: &Path) -> Self {
+        Layout {
+            tls: dir.join("tls"),
+            mail: dir.join("mail"),
+            config: dir.join("sealgate.toml"),
+        }
+    }
+}
+
 /// Runs the demo until SIGTERM/SIGINT.
 pub async fn run(opts: DemoOptions) -> Result<(), DemoError> {
     let dir = std::path::absolute(&opts.dir).map_err(|e| DemoError::Io(opts.dir.clone(), e))?;
-    let tls_dir = dir.join("tls");
-    let mail_dir = dir.join("mail");
-    make_pki(&tls_dir)?;
+    let layout = Layout::new(&dir);
+    make_pki(&layout.tls)?;
     // Each run starts at message 1: the mail of an earlier run is removed (a throwaway folder).
+    let mail_dir = &layout.mail;
     if mail_dir.exists() {
-        std::fs::remove_dir_all(&mail_dir).map_err(|e| DemoError::Io(mail_dir.clone(), e))?;
+        std::fs::remove_dir_all(mail_dir).map_err(|e| DemoError::Io(mail_dir.clone(), e))?;
     }
-    std::fs::create_dir_all(&mail_dir).map_err(|e| DemoError::Io(mail_dir.clone(), e))?;
+    std::fs::create_dir_all(mail_dir).map_err(|e| DemoError::Io(mail_dir.clone(), e))?;
     // Absolute, so every printed command works from any directory; the repository's keys/demo
     // when the given folder does not exist (e.g. started from elsewhere).
     let keys = demo_keys(&opts.keys);
 
     // The built-in upstream: a STARTTLS sink writing to mail/.
     let sink_rt = crate::cli::sink::runtime(tokio_rustls::TlsAcceptor::from(tls::server_config(
-        &tls_dir.join("server.pem"),
-        &tls_dir.join("server.key"),
+        &layout.tls.join("server.pem"),
+        &layout.tls.join("server.key"),
     )?));
     let (notify, arrivals) = tokio::sync::mpsc::unbounded_channel();
     let (sink_addr, _count, _sink) =
@@ -88,7 +108,30 @@ pub async fn run(opts: DemoOptions) -> Result<(), DemoError> {
             .await
             .map_err(|e| DemoError::Io(PathBuf::from(opts.sink.to_string()), e))?;
 
-    let config_text = format!(
+    write(&layout.config, &config_text(opts.listen, sink_addr))?;
+    let config = Config::load(&layout.config).map_err(DemoError::Config)?;
+    let seeded = seed_store(&config.store_path, &keys);
+    let server = Server::bind(&config).await?;
+    let addr = server
+        .local_addrs()
+        .first()
+        .map(|(a, _)| *a)
+        .unwrap_or(opts.listen);
+    print_banner(
+        &layout,
+        addr,
+        sink_addr,
+        &seeded.replace("ADDR", &addr.to_string()),
+    );
+    let printer = tokio::spawn(print_arrivals(arrivals, keys));
+    server.run(listener::shutdown_signal()).await;
+    printer.abort();
+    Ok(())
+}
+
+/// The configuration the demo proxy runs with (paths relative to the demo folder).
+fn config_text(listen: SocketAddr, sink_addr: SocketAddr) -> String {
+    format!(
         r#"# Written by `sealgate demo`: the configuration the demo proxy runs with.
 [server]
 hostname = "sealgate.localhost"
@@ -126,26 +169,19 @@ ca_file = "tls/ca.pem"
 server_name = "localhost"
 forward_client = "none"           # the demo's sink is not an MTA: it has no relay checks to feed
 "#,
-        listen = opts.listen,
         // On loopback, loopback only; a demo listening elsewhere keeps serving anyone (its
         // keys are public on purpose).
-        allow_from = if opts.listen.ip().is_loopback() {
+        allow_from = if listen.ip().is_loopback() {
             r#"["127.0.0.0/8", "::1"]"#
         } else {
             r#"["0.0.0.0/0", "::/0"]"#
         },
-    );
-    let config_path = dir.join("sealgate.toml");
-    write(&config_path, &config_text)?;
-    let config = Config::load(&config_path).map_err(DemoError::Config)?;
-    let seeded = seed_store(&config.store_path, &keys);
-    let server = Server::bind(&config).await?;
-    let addr = server
-        .local_addrs()
-        .first()
-        .map(|(a, _)| *a)
-        .unwrap_or(opts.listen);
-    let seeded = seeded.replace("ADDR", &addr.to_string());
+    )
+}
+
+/// What the demo runs, where its files are, and the first message to send; `seeded` is what
+/// [`seed_store`] said, with the proxy's address filled in.
+fn print_banner(layout: &Layout, addr: SocketAddr, sink_addr: SocketAddr, seeded: &str) {
     println!(
         "sealgate demo\n\
          \n  proxy     smtp://{addr} (STARTTLS offered; certificate from {tls})\
@@ -157,17 +193,13 @@ forward_client = "none"           # the demo's sink is not an MTA: it has no rel
          \n{seeded}\
          \n\nFor each message that arrives, the command that opens it is printed below.\
          \nStop with Ctrl-C.\n",
-        tls = tls_dir.display(),
-        mail = mail_dir.display(),
-        config = config_path.display(),
+        tls = layout.tls.display(),
+        mail = layout.mail.display(),
+        config = layout.config.display(),
     );
     println!("sealgate: listening on {addr} (tls=starttls)");
     use std::io::Write as _;
     let _ = std::io::stdout().flush();
-    let printer = tokio::spawn(print_arrivals(arrivals, keys));
-    server.run(listener::shutdown_signal()).await;
-    printer.abort();
-    Ok(())
 }
 
 /// Prints, for every message the sink writes, what it is and the command that opens it.

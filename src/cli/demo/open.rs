@@ -33,36 +33,92 @@ pub fn instructions(message: &[u8], envelope: &str, eml: &Path, keys: &Path) -> 
         .filter_map(|l| l.strip_prefix("RCPT TO:<"))
         .filter_map(|l| l.split_once('>').map(|(a, _)| a))
         .collect();
-    let to = rcpts.join(", ");
     let ct = mime::parse_message(message, &mime::Limits::default())
         .ok()
         .and_then(|p| p.field("Content-Type").map(|f| f.value()))
         .and_then(|v| ContentType::parse(&v))
         .unwrap_or_default();
-    let eml = eml.display();
-    let k = |name: &str| keys.join(name).display().to_string();
-    let shipped = |pick: &dyn Fn(&Shipped) -> bool| {
-        SHIPPED
-            .iter()
-            .find(|s| pick(s) && rcpts.iter().any(|r| r.eq_ignore_ascii_case(s.address)))
+    let received = Received {
+        to: rcpts.join(", "),
+        rcpts,
+        eml: eml.display().to_string(),
+        keys,
     };
-    let no_key = |format: &str| {
-        format!(
-            "{format}, encrypted for {to}: the demo ships private keys only for \
-             alice@example.test and alice2@example.test, so this copy cannot be opened here \
-             (that is the point). Send to those two to see the whole round trip."
-        )
-    };
+    let (to, eml) = (&received.to, &received.eml);
     if ct.is("application", "pkcs7-mime") {
         let smime_type = ct.param("smime-type").unwrap_or("").to_ascii_lowercase();
         if smime_type == "signed-data" {
             return format!(
-                "S/MIME, signed (opaque), for {to}; verify it and show the content with:\n  \
-                 openssl cms -verify -CAfile {ca} -in {eml}",
-                ca = k("ca.pem")
+                "S/MIME, signed (opaque), for {to}; verify it and show the content with:\n  {}",
+                received.smime_verify()
             );
         }
-        return match shipped(&|s| s.smime.is_some()) {
+        return received.smime_encrypted();
+    }
+    if ct.is("multipart", "encrypted") {
+        return received.pgp_encrypted();
+    }
+    if ct.is("multipart", "signed") {
+        let protocol = ct.param("protocol").unwrap_or("").to_ascii_lowercase();
+        if protocol.contains("pkcs7-signature") {
+            return format!(
+                "S/MIME, signed (not encrypted: no key for {to}); verify it with:\n  {}",
+                received.smime_verify()
+            );
+        }
+        return format!(
+            "PGP/MIME, signed (not encrypted: no key for {to}); read it with (the signature is \
+             checked by an OpenPGP mail client):\n  cat {eml}"
+        );
+    }
+    format!("plain, as sent (no key and no signing identity) for {to}; read it with:\n  cat {eml}")
+}
+
+/// One message the sink wrote, and what is needed to word the command that opens it.
+struct Received<'a> {
+    /// The envelope recipients, as one line.
+    to: String,
+    rcpts: Vec<&'a str>,
+    /// The message file.
+    eml: String,
+    /// The demo key folder.
+    keys: &'a Path,
+}
+
+impl Received<'_> {
+    /// A file of the demo key folder, as an absolute path.
+    fn key(&self, name: &str) -> String {
+        self.keys.join(name).display().to_string()
+    }
+
+    /// The first recipient whose private key (in the format `pick` accepts) is shipped.
+    fn shipped(&self, pick: impl Fn(&Shipped) -> bool) -> Option<&'static Shipped> {
+        SHIPPED
+            .iter()
+            .find(|s| pick(s) && self.rcpts.iter().any(|r| r.eq_ignore_ascii_case(s.address)))
+    }
+
+    /// An encrypted copy nobody here can open.
+    fn no_key(&self, format: &str) -> String {
+        format!(
+            "{format}, encrypted for {to}: the demo ships private keys only for \
+             alice@example.test and alice2@example.test, so this copy cannot be opened here \
+             (that is the point). Send to those two to see the whole round trip.",
+            to = self.to
+        )
+    }
+
+    /// The command that verifies an S/MIME signature (and prints the content).
+    fn smime_verify(&self) -> String {
+        format!(
+            "openssl cms -verify -CAfile {ca} -in {eml}",
+            ca = self.key("ca.pem"),
+            eml = self.eml,
+        )
+    }
+
+    fn smime_encrypted(&self) -> String {
+        match self.shipped(|s| s.smime.is_some()) {
             Some(Shipped {
                 smime: Some((cert, key)),
                 ..
@@ -70,15 +126,18 @@ pub fn instructions(message: &[u8], envelope: &str, eml: &Path, keys: &Path) -> 
                 "S/MIME, encrypted (and signed inside when the sender has an identity), for {to}; \
                  open it with:\n  openssl cms -decrypt -recip {cert} -inkey {key} -in {eml} \
                  | openssl cms -verify -CAfile {ca}",
-                cert = k(cert),
-                key = k(key),
-                ca = k("ca.pem"),
+                to = self.to,
+                cert = self.key(cert),
+                key = self.key(key),
+                eml = self.eml,
+                ca = self.key("ca.pem"),
             ),
-            _ => no_key("S/MIME"),
-        };
+            _ => self.no_key("S/MIME"),
+        }
     }
-    if ct.is("multipart", "encrypted") {
-        return match shipped(&|s| s.openpgp.is_some()) {
+
+    fn pgp_encrypted(&self) -> String {
+        match self.shipped(|s| s.openpgp.is_some()) {
             Some(Shipped {
                 openpgp: Some(secret),
                 ..
@@ -89,28 +148,15 @@ pub fn instructions(message: &[u8], envelope: &str, eml: &Path, keys: &Path) -> 
                  --passphrase-file {pass} --import {secret} {sender} && gpg --batch \
                  --pinentry-mode loopback --passphrase-file {pass} --decrypt {eml}; rc=$?; \
                  gpgconf --kill all; exit $rc'",
-                pass = k("passphrase.txt"),
-                secret = k(secret),
-                sender = k("alice-openpgp.asc"),
+                to = self.to,
+                pass = self.key("passphrase.txt"),
+                secret = self.key(secret),
+                sender = self.key("alice-openpgp.asc"),
+                eml = self.eml,
             ),
-            _ => no_key("PGP/MIME"),
-        };
-    }
-    if ct.is("multipart", "signed") {
-        let protocol = ct.param("protocol").unwrap_or("").to_ascii_lowercase();
-        if protocol.contains("pkcs7-signature") {
-            return format!(
-                "S/MIME, signed (not encrypted: no key for {to}); verify it with:\n  \
-                 openssl cms -verify -CAfile {ca} -in {eml}",
-                ca = k("ca.pem")
-            );
+            _ => self.no_key("PGP/MIME"),
         }
-        return format!(
-            "PGP/MIME, signed (not encrypted: no key for {to}); read it with (the signature is \
-             checked by an OpenPGP mail client):\n  cat {eml}"
-        );
     }
-    format!("plain, as sent (no key and no signing identity) for {to}; read it with:\n  cat {eml}")
 }
 
 #[cfg(test)]
