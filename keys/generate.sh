@@ -30,7 +30,9 @@ out="${1:-$here/demo}"
 mkdir -p "$out"
 out="$(cd "$out" && pwd)"
 work="$(mktemp -d)"
-trap 'rm -rf "$work"' EXIT
+# The OpenPGP profile's gpg-agent lives in $work/gnupg: stopped before its home goes, so no
+# agent outlives the script (a test run calls it many times).
+trap '[ -d "$work/gnupg" ] && gpgconf --homedir "$work/gnupg" --kill all >/dev/null 2>&1; rm -rf "$work"' EXIT
 cd "$work"
 # Where private keys go: the demo profile writes only the sender's key (below), the test
 # profiles every key.
