@@ -288,6 +288,23 @@ mod tests {
         }
     }
 
+    /// A session to a scripted upstream, inside a transaction (MAIL accepted).
+    async fn transaction(
+        answer: fn(&str) -> Option<&'static str>,
+        final_reply: &'static str,
+    ) -> (
+        InTransaction<DuplexStream>,
+        tokio::task::JoinHandle<Vec<String>>,
+    ) {
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let up = upstream(server, answer, final_reply);
+        let ready = test_session(client).await.unwrap();
+        match ready.mail(&path("a@x.test"), None, "t").await.unwrap() {
+            Mail::Accepted(txn, _) => (txn, up),
+            Mail::Refused(_, reply) => panic!("MAIL refused: {reply}"),
+        }
+    }
+
     fn accept_all(line: &str) -> Option<&'static str> {
         Some(if line == "DATA" {
             "354 go ahead"
@@ -356,17 +373,7 @@ mod tests {
                 "250 ok"
             })
         }
-        let (client, server) = tokio::io::duplex(64 * 1024);
-        let _up = upstream(server, refuse_data, "250 ok");
-        let Mail::Accepted(txn, _) = test_session(client)
-            .await
-            .unwrap()
-            .mail(&path("a@x.test"), None, "t")
-            .await
-            .unwrap()
-        else {
-            panic!("MAIL refused")
-        };
+        let (txn, _up) = transaction(refuse_data, "250 ok").await;
         let (_, reply) = txn
             .data(&mut Spool::from_bytes(b"x\r\n".to_vec()))
             .await
@@ -377,17 +384,7 @@ mod tests {
         fn ok_to_data(_: &str) -> Option<&'static str> {
             Some("250 ok")
         }
-        let (client, server) = tokio::io::duplex(64 * 1024);
-        let _up = upstream(server, ok_to_data, "250 ok");
-        let Mail::Accepted(txn, _) = test_session(client)
-            .await
-            .unwrap()
-            .mail(&path("a@x.test"), None, "t")
-            .await
-            .unwrap()
-        else {
-            panic!("MAIL refused")
-        };
+        let (txn, _up) = transaction(ok_to_data, "250 ok").await;
         let err = txn
             .data(&mut Spool::from_bytes(b"x\r\n".to_vec()))
             .await
@@ -403,17 +400,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_final_reply_that_is_not_final_is_an_error_and_a_refused_rset_too() {
-        let (client, server) = tokio::io::duplex(64 * 1024);
-        let _up = upstream(server, accept_all, "354 more?");
-        let Mail::Accepted(txn, _) = test_session(client)
-            .await
-            .unwrap()
-            .mail(&path("a@x.test"), None, "t")
-            .await
-            .unwrap()
-        else {
-            panic!("MAIL refused")
-        };
+        let (txn, _up) = transaction(accept_all, "354 more?").await;
         let err = txn
             .data(&mut Spool::from_bytes(b"x\r\n".to_vec()))
             .await
@@ -429,17 +416,7 @@ mod tests {
         fn refuse_rset(line: &str) -> Option<&'static str> {
             Some(if line == "RSET" { "500 what" } else { "250 ok" })
         }
-        let (client, server) = tokio::io::duplex(64 * 1024);
-        let _up = upstream(server, refuse_rset, "250 ok");
-        let Mail::Accepted(txn, _) = test_session(client)
-            .await
-            .unwrap()
-            .mail(&path("a@x.test"), None, "t")
-            .await
-            .unwrap()
-        else {
-            panic!("MAIL refused")
-        };
+        let (txn, _up) = transaction(refuse_rset, "250 ok").await;
         assert!(matches!(
             txn.rset().await,
             Err(UpstreamError::Refused {
