@@ -54,11 +54,14 @@ stage() { # name command...
 stage "cargo build" cargo build
 stage "cargo test" cargo test --no-fail-fast
 
-export SEALGATE_BIN="$PWD/target/debug/sealgate"
+# Where cargo put the binary (CARGO_TARGET_DIR, e.g. tests/soak.sh's shared one, or ./target).
+target_dir=${CARGO_TARGET_DIR:-$PWD/target}
+export SEALGATE_BIN="$target_dir/debug/sealgate"
 if [ -x "$SEALGATE_BIN" ]; then
     stage "pytest (SEALGATE_BIN=$SEALGATE_BIN)" "$PYTHON" -m pytest -q tests/e2e "$@"
 else
-    failed+=("pytest (no binary: the build failed)")
+    echo "run.sh: FAILED: pytest: no binary at $SEALGATE_BIN (the build failed)" >&2
+    failed+=("pytest (no binary at $SEALGATE_BIN)")
 fi
 
 # Standing hostile tests: every fuzz target for 60 s from its committed seeds (nightly and
