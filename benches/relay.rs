@@ -15,7 +15,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sealgate::config::{Config, Limits, UpstreamConfig, UpstreamTls};
+use sealgate::config::{Config, Limits, UpstreamConfig, UpstreamTarget, UpstreamTls};
 use sealgate::serve::listener::Server;
 use sealgate::smtp::command::PathWithParams;
 use sealgate::smtp::spool::Spool;
@@ -48,11 +48,13 @@ fn limits() -> Limits {
 
 fn client(addr: SocketAddr, ca: &Path) -> Connector {
     let cfg = UpstreamConfig {
-        host: addr.ip().to_string(),
-        port: addr.port(),
+        targets: vec![UpstreamTarget {
+            host: addr.ip().to_string(),
+            port: addr.port(),
+            server_name: "localhost".into(),
+        }],
         tls: UpstreamTls::Starttls,
         client_tls: sealgate::config::tls::client_config(Some(ca)).expect("client TLS config"),
-        server_name: "localhost".into(),
         helo_name: "bench.localhost".into(),
         forward_client: sealgate::upstream::ForwardClient::None,
     };

@@ -48,24 +48,21 @@ struct Rig {
 impl Rig {
     /// Starts a sink and a proxy whose configuration has `limits` in its [limits] section.
     async fn start(limits: &str) -> Rig {
+        Rig::start_with(limits, &[]).await
+    }
+
+    /// As [`Rig::start`], with `before` listed ahead of the sink in `[upstream] address`
+    /// (tried first, in order); without them the address is a single string.
+    async fn start_with(limits: &str, before: &[String]) -> Rig {
         let dir = tempfile::tempdir().expect("tempdir");
-        let tls = dir.path().join("tls");
-        sealgate::cli::demo::make_pki(&tls).expect("throwaway PKI");
-        let mail = dir.path().join("mail");
-        std::fs::create_dir(&mail).expect("mail folder");
-        let acceptor = tokio_rustls::TlsAcceptor::from(
-            sealgate::config::tls::server_config(&tls.join("server.pem"), &tls.join("server.key"))
-                .expect("sink TLS"),
-        );
-        let any: SocketAddr = "127.0.0.1:0".parse().expect("address");
-        let (sink, _count, _task) = sealgate::cli::sink::spawn(
-            any,
-            sealgate::cli::sink::runtime(acceptor),
-            Some(mail),
-            None,
-        )
-        .await
-        .expect("sink");
+        let sink = spawn_sink(&dir.path().join("tls"), &dir.path().join("mail")).await;
+        let address = if before.is_empty() {
+            format!("{:?}", sink.to_string())
+        } else {
+            let mut all = before.to_vec();
+            all.push(sink.to_string());
+            format!("{all:?}")
+        };
         let config = format!(
             r#"[server]
 hostname = "proxy.test"
@@ -81,7 +78,7 @@ encrypt = "required"
 address = "127.0.0.1:0"
 tls = "none"
 [upstream]
-address = "{sink}"
+address = {address}
 tls = "starttls"
 ca_file = "tls/ca.pem"
 server_name = "localhost"
@@ -150,6 +147,27 @@ forward_client = "none"
             let _ = stop.send(());
         }
     }
+}
+
+/// A TLS sink with a throwaway PKI made in `tls` (its CA is `tls/ca.pem`), writing what it
+/// receives to `mail`.
+async fn spawn_sink(tls: &Path, mail: &Path) -> SocketAddr {
+    sealgate::cli::demo::make_pki(tls).expect("throwaway PKI");
+    std::fs::create_dir(mail).expect("mail folder");
+    let acceptor = tokio_rustls::TlsAcceptor::from(
+        sealgate::config::tls::server_config(&tls.join("server.pem"), &tls.join("server.key"))
+            .expect("sink TLS"),
+    );
+    let any: SocketAddr = "127.0.0.1:0".parse().expect("address");
+    let (sink, _count, _task) = sealgate::cli::sink::spawn(
+        any,
+        sealgate::cli::sink::runtime(acceptor),
+        Some(mail.to_path_buf()),
+        None,
+    )
+    .await
+    .expect("sink");
+    sink
 }
 
 /// A small SMTP client that reads whole replies.
@@ -482,4 +500,44 @@ async fn a_transaction_still_open_when_the_grace_period_ends_gets_421() {
         .expect("run ends")
         .expect("server task");
     assert!(rig.received().is_empty(), "nothing relayed");
+}
+
+/// A local port nothing listens on (bound, then closed): connecting is refused.
+fn closed_port() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let address = listener.local_addr().expect("local address");
+    drop(listener);
+    address.to_string()
+}
+
+#[tokio::test]
+async fn an_upstream_that_refuses_connections_is_skipped_for_the_next() {
+    let rig = Rig::start_with("", &[closed_port()]).await;
+    let mut c = rig.client().await;
+    let reply = c
+        .transaction("nobody@x.test", &["b@plain.test"], PLAIN)
+        .await;
+    assert!(reply.starts_with("250 "), "{reply}");
+    let got = rig.received();
+    assert_eq!(got.len(), 1, "delivered to the second address");
+    assert_eq!(got[0].1, PLAIN);
+}
+
+#[tokio::test]
+async fn an_upstream_with_an_untrusted_certificate_is_never_sent_the_message() {
+    // A sink whose certificate chains to a CA of its own, not to the proxy's ca_file.
+    let other = tempfile::tempdir().expect("tempdir");
+    let untrusted_mail = other.path().join("mail");
+    let untrusted = spawn_sink(&other.path().join("tls"), &untrusted_mail).await;
+    let rig = Rig::start_with("", &[closed_port(), untrusted.to_string()]).await;
+    let mut c = rig.client().await;
+    let reply = c
+        .transaction("nobody@x.test", &["b@plain.test"], PLAIN)
+        .await;
+    assert!(reply.starts_with("250 "), "{reply}");
+    assert_eq!(rig.received().len(), 1, "delivered to the third address");
+    let at_untrusted = std::fs::read_dir(&untrusted_mail)
+        .expect("mail folder")
+        .count();
+    assert_eq!(at_untrusted, 0, "nothing reached the untrusted upstream");
 }

@@ -17,7 +17,7 @@ fi
 PYTHON=${PYTHON:-python3}
 export PATH="$PATH:$HOME/.cargo/bin"
 
-APT_PKGS=(gnupg gpgsm openssl postfix haproxy swaks python3-pip nettle-dev pkg-config libclang-dev sq)
+APT_PKGS=(gnupg gpgsm openssl postfix sasl2-bin libsasl2-modules haproxy swaks python3-pip nettle-dev pkg-config libclang-dev sq)
 
 missing=()
 for p in "${APT_PKGS[@]}"; do

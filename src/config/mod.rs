@@ -24,7 +24,7 @@ pub use lenient::{queue_dir_from, StoreSettings};
 pub use limits::Limits;
 pub use listen::{ListenerConfig, ListenerTls};
 pub use queue::{default_queue_dir, QueueConfig};
-pub use upstream::{UpstreamConfig, UpstreamTls};
+pub use upstream::{UpstreamConfig, UpstreamTarget, UpstreamTls};
 
 use crate::policy::PolicyConfig;
 
@@ -363,8 +363,11 @@ mod tests {
     fn minimal_valid_config_gets_defaults() {
         let (dir, text) = valid("");
         let cfg = Config::parse(&text, dir.path()).unwrap();
-        assert_eq!(cfg.upstream.server_name, "mx.example.net");
-        assert_eq!(cfg.upstream.port, 25);
+        let primary = cfg.upstream.primary();
+        assert_eq!(
+            (primary.server_name.as_str(), primary.port),
+            ("mx.example.net", 25)
+        );
         assert_eq!(cfg.store_path, dir.path().join("store"));
         assert_eq!(cfg.limits.max_message_size, 52_428_800);
         assert_eq!(cfg.limits.max_command_line, 512);

@@ -145,7 +145,10 @@ impl Server {
             max_connections_per_ip: config.limits.max_connections_per_ip,
             grace: config.limits.shutdown_grace,
             queue,
-            names: (config.hostname.clone(), config.upstream.host.clone()),
+            names: (
+                config.hostname.clone(),
+                config.upstream.primary().host.clone(),
+            ),
         })
     }
 

@@ -2,6 +2,7 @@
 //! `Greeted` (plaintext or implicit TLS) -> `Capable` (EHLO done) -> (STARTTLS) -> `Ready`
 //! ([`super::session`]). Only a `Capable` session under verified TLS becomes `Ready`, and only
 //! a `Ready` session can carry a transaction: there is no way to send MAIL over plaintext.
+//! The configured addresses are tried in order until one gives a `Ready` session (failover).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -16,26 +17,40 @@ use super::conn::Conn;
 use super::error::{Phase, UpstreamError};
 use super::identity::{ClientIdentity, ForwardClient};
 use super::session::Ready;
-use crate::config::{Limits, UpstreamConfig, UpstreamTls};
+use crate::config::{Limits, UpstreamConfig, UpstreamTarget, UpstreamTls};
 use crate::smtp::Reply;
 
 /// Opens verified TLS sessions to the configured upstream.
 pub struct Connector {
     cfg: UpstreamConfig,
     tls: TlsConnector,
-    server_name: ServerName<'static>,
+    /// Each address with the name its certificate must carry, in the order they are tried.
+    targets: Vec<(UpstreamTarget, ServerName<'static>)>,
     limits: Limits,
 }
 
 impl Connector {
     pub fn new(cfg: UpstreamConfig, limits: Limits) -> Result<Self, UpstreamError> {
-        let server_name = ServerName::try_from(cfg.server_name.clone())
-            .map_err(|e| UpstreamError::Certificate(format!("invalid server name: {e}")))?;
+        let targets = cfg
+            .targets
+            .iter()
+            .map(|t| {
+                ServerName::try_from(t.server_name.clone())
+                    .map(|name| (t.clone(), name))
+                    .map_err(|e| UpstreamError::Certificate(format!("invalid server name: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if targets.is_empty() {
+            return Err(UpstreamError::Connect(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "no upstream address",
+            )));
+        }
         let tls = TlsConnector::from(Arc::clone(&cfg.client_tls));
         Ok(Connector {
             cfg,
             tls,
-            server_name,
+            targets,
             limits,
         })
     }
@@ -48,11 +63,36 @@ impl Connector {
     /// when `forward_client = "xclient"`); returns a session ready for a transaction.
     /// `client` is None only for mail sealgate writes itself (delivery status notifications):
     /// then the upstream rightly sees sealgate as the client.
+    ///
+    /// The addresses are tried in order: any failure before the session is ready (connect,
+    /// timeout, STARTTLS, certificate, greeting, EHLO, XCLIENT) is logged with the address and
+    /// the next one is tried; nothing of the transaction has been sent yet. When every address
+    /// failed, the error is the last address's.
     pub async fn connect(&self, client: Option<&ClientIdentity>) -> Result<Ready, UpstreamError> {
+        let mut last = None;
+        for (target, name) in &self.targets {
+            match self.connect_to(target, name, client).await {
+                Ok(ready) => return Ok(ready),
+                Err(e) => {
+                    tracing::warn!(upstream = %target, error = %e, "upstream address failed");
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.unwrap_or(UpstreamError::Closed(Phase::Connect)))
+    }
+
+    /// One address: TCP, TLS verified against `name`, greeting, EHLO, XCLIENT.
+    async fn connect_to(
+        &self,
+        target: &UpstreamTarget,
+        name: &ServerName<'static>,
+        client: Option<&ClientIdentity>,
+    ) -> Result<Ready, UpstreamError> {
         let started = Instant::now();
         let tcp = tokio::time::timeout(
             self.limits.connect_timeout,
-            TcpStream::connect((self.cfg.host.as_str(), self.cfg.port)),
+            TcpStream::connect((target.host.as_str(), target.port)),
         )
         .await
         .map_err(|_| UpstreamError::Timeout(Phase::Connect))?
@@ -60,7 +100,7 @@ impl Connector {
         let _ = tcp.set_nodelay(true);
         let mut ready = match self.cfg.tls {
             UpstreamTls::Implicit => {
-                let tls = self.handshake(tcp).await?;
+                let tls = self.handshake(tcp, name).await?;
                 Greeted::read(Conn::new(tls, self.limits.upstream_timeout))
                     .await?
                     .ehlo(&self.cfg.helo_name)
@@ -73,7 +113,7 @@ impl Connector {
                     .ehlo(&self.cfg.helo_name)
                     .await?;
                 let tcp = plain.starttls().await?;
-                let tls = self.handshake(tcp).await?;
+                let tls = self.handshake(tcp, name).await?;
                 Greeted::skip(Conn::new(tls, self.limits.upstream_timeout))
                     .ehlo(&self.cfg.helo_name)
                     .await?
@@ -85,14 +125,19 @@ impl Connector {
             ready.xclient(client).await?;
         }
         tracing::debug!(
+            upstream = %target,
             elapsed_ms = started.elapsed().as_millis() as u64,
             "upstream session ready"
         );
         Ok(ready)
     }
 
-    async fn handshake(&self, tcp: TcpStream) -> Result<TlsStream<TcpStream>, UpstreamError> {
-        let connecting = self.tls.connect(self.server_name.clone(), tcp);
+    async fn handshake(
+        &self,
+        tcp: TcpStream,
+        name: &ServerName<'static>,
+    ) -> Result<TlsStream<TcpStream>, UpstreamError> {
+        let connecting = self.tls.connect(name.clone(), tcp);
         match tokio::time::timeout(self.limits.connect_timeout, connecting).await {
             Err(_) => Err(UpstreamError::Timeout(Phase::Handshake)),
             Ok(Ok(tls)) => Ok(tls),

@@ -222,12 +222,14 @@ def test_readme_key_commands_work_as_written(tmp_path):
 
 
 def test_readme_postfix_recipes_are_the_tested_files():
-    """The README's main.cf/master.cf blocks are the lines of deploy/postfix/*/ (the files
-    tests/e2e/test_postfix_recipes.py runs), in order."""
+    """The README's main.cf/master.cf (and sasl/smtpd.conf) blocks are the lines of
+    deploy/postfix/*/ (the files tests/e2e/test_postfix_recipes.py runs), in order."""
     repo = REPO
     readme = (repo / "README.md").read_text()
     for recipe in ("edge", "before-queue", "after-queue"):
-        for name in ("main.cf", "master.cf"):
+        for name in ("main.cf", "master.cf", "sasl/smtpd.conf"):
+            if not (repo / "deploy" / "postfix" / recipe / name).exists():
+                continue
             lines = [l for l in (repo / "deploy" / "postfix" / recipe / name).read_text().splitlines()
                      if l.strip() and not l.lstrip().startswith("#")]
             block = f"# {name}\n" + "\n".join(lines) + "\n"

@@ -5,10 +5,13 @@ they are in the repository; only the port numbers are replaced by free ones).
 Edge: client -> sealgate (port 25's role) -> Postfix on a loopback port, XCLIENT.
 The open-relay test: the client's real address (127.0.0.2) is not in Postfix's mynetworks
 (127.0.0.1/32, the address sealgate connects from): relaying to a foreign domain through
-sealgate is refused, and Postfix logs the real client.
+sealgate is refused, and Postfix logs the real client. Submission: the client authenticates
+through sealgate to Postfix's Cyrus SASL (an sasldb made by saslpasswd2), may then relay, and
+its mail is signed.
 """
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import subprocess
@@ -19,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from support.clients import RawSMTP, dot_stuff
+from support.clients import RawSMTP, dot_stuff, ehlo_keywords
 from support import REPO
 from test_postfix_e2e import SCRIPT, PostfixInstance, free_port
 
@@ -38,6 +41,31 @@ smtpd_recipient_restrictions =
 """
 
 
+# The users of the recipes' sasldb (Cyrus SASL): login name -> password.
+SASL_USERS = {"alice@example.org": "alice-sasl-password"}
+# Where a recipe's sasl/smtpd.conf and main.cf put the SASL files.
+RECIPE_SASL_DIR = "/etc/postfix/sasl"
+
+
+def install_sasl(recipe: str, d: Path) -> str:
+    """The recipe's sasl/smtpd.conf in the instance (its paths made the instance's), and an
+    sasldb with SASL_USERS made by saslpasswd2, readable by Postfix. Returns the directory."""
+    if shutil.which("saslpasswd2") is None:
+        pytest.fail("saslpasswd2 not found: apt install sasl2-bin libsasl2-modules (tests/run.sh does)")
+    sasl = d / "etc" / "sasl"
+    sasl.mkdir(parents=True)
+    conf = (RECIPES / recipe / "sasl" / "smtpd.conf").read_text()
+    (sasl / "smtpd.conf").write_text(conf.replace(RECIPE_SASL_DIR, str(sasl)))
+    db = sasl / "sasldb2"
+    for login, password in SASL_USERS.items():
+        user, realm = login.split("@")
+        subprocess.run(["saslpasswd2", "-p", "-c", "-f", str(db), "-u", realm, user],
+                       input=password, text=True, check=True, capture_output=True, timeout=30)
+    shutil.chown(db, "root", "postfix")
+    os.chmod(db, 0o640)
+    return str(sasl)
+
+
 def start_postfix(pki, recipe: str, ports: dict) -> PostfixInstance:
     """ports: {"127.0.0.1:10025": free port, ...} (the text to find, with the port to put
     in it); the first is the one waited for."""
@@ -49,6 +77,8 @@ def start_postfix(pki, recipe: str, ports: dict) -> PostfixInstance:
         port_in_old = old.split(":")[1].split()[0]
         main = main.replace(old, old.replace(port_in_old, str(new)))
         master = master.replace(old, old.replace(port_in_old, str(new)))
+    if (RECIPES / recipe / "sasl").is_dir():
+        main = main.replace(RECIPE_SASL_DIR, install_sasl(recipe, Path(d)))
     (Path(d) / "recipe-main.cf").write_text(main)
     (Path(d) / "recipe-master.cf").write_text(master)
     port = next(iter(ports.values()))
@@ -178,6 +208,87 @@ def test_edge_required_recipient_without_key_is_refused_at_rcpt(edge_postfix, se
     # sealgate refused it itself, before Postfix: nothing of it was queued or logged there.
     time.sleep(0.5)
     assert "required@outsider.example" not in edge_postfix.log()
+
+
+# --------------------------------------------------------------------------- edge: submission
+ALICE, ALICE_PASSWORD = next(iter(SASL_USERS.items()))
+
+
+@pytest.fixture(scope="module")
+def signer_pki(tmp_path_factory):
+    """The S/MIME PKI whose signer is alice@example.org (keys/generate.sh --profile smime)."""
+    from support.pki import make_smime_pki
+    return make_smime_pki(str(tmp_path_factory.mktemp("smime")))
+
+
+def signing_sealgate(sealgate_factory, postfix, signer_pki):
+    """Edge sealgate whose store holds Alice's signing key: it signs for her once she has
+    authenticated as alice@example.org (sign_without_auth is off)."""
+    from conftest import SEALGATE_BIN
+    sg = edge_sealgate(sealgate_factory, postfix,
+                       extra={"policy": {"encrypt": "opportunistic", "sign": True}})
+    p = subprocess.run([SEALGATE_BIN, "keys", "import", "--private", signer_pki["signer.pem"],
+                        signer_pki["signer.key"], "--config", str(sg.config_path)],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    return sg
+
+
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def authenticate(c: RawSMTP, mechanism: str, login: str, password: str):
+    """AUTH PLAIN (initial response) or AUTH LOGIN (two challenges); the final reply."""
+    if mechanism == "PLAIN":
+        return c.cmd(f"AUTH PLAIN {b64(chr(0) + login + chr(0) + password)}")
+    challenge = c.cmd("AUTH LOGIN")
+    assert challenge.code == 334, challenge
+    assert c.cmd(b64(login)).code == 334
+    return c.cmd(b64(password))
+
+
+@pytest.mark.parametrize("mechanism", ["PLAIN", "LOGIN"])
+def test_edge_submission_with_auth_relays_and_is_signed(edge_postfix, sealgate_factory, pki,
+                                                        signer_pki, mechanism):
+    from support.crypto import cms_verify
+    sg = signing_sealgate(sealgate_factory, edge_postfix, signer_pki)
+    c = RawSMTP("127.0.0.1", sg.port, ca_file=pki["ca"], timeout=20, source="127.0.0.2")
+    ehlo = c.start(tls=True, name="laptop.example")
+    assert mechanism in ehlo_keywords(ehlo).get("AUTH", "").split(), ehlo  # Postfix's, through sealgate
+    r = authenticate(c, mechanism, ALICE, ALICE_PASSWORD)
+    assert (r.code, r.enhanced) == (235, "2.7.0"), r
+    # Authenticated: Postfix lets this client relay (permit_sasl_authenticated).
+    assert c.cmd(f"MAIL FROM:<{ALICE}>").code == 250
+    assert c.cmd("RCPT TO:<friend@foreign.example>").code == 250
+    assert c.cmd("RSET").code == 250
+    marker = uuid.uuid4().hex
+    assert c.cmd(f"MAIL FROM:<{ALICE}>").code == 250
+    assert c.cmd("RCPT TO:<bob@e2e.test>").code == 250
+    assert c.cmd("DATA").code == 354
+    c.send(dot_stuff(f"From: Alice <{ALICE}>\r\nTo: bob@e2e.test\r\nSubject: {marker}\r\n\r\n"
+                     f"signed {marker}\r\n".encode()))
+    assert c.reply(timeout=30).code == 250
+    c.quit()
+    delivered = edge_postfix.wait_for_message(marker.encode()).replace(b"\n", b"\r\n")
+    assert b"multipart/signed" in delivered.split(b"\r\n\r\n", 1)[0], delivered[:2000]
+    assert f"signed {marker}".encode() in cms_verify(delivered, signer_pki["ca.pem"])
+    log = wait_log(edge_postfix, f"sasl_method={mechanism}, sasl_username={ALICE}")
+    assert any("unknown[127.0.0.2]" in l for l in log.splitlines() if f"sasl_method={mechanism}" in l)
+
+
+def test_edge_wrong_password_gets_postfix_s_535_and_no_relaying(edge_postfix, sealgate_factory, pki,
+                                                                 signer_pki):
+    sg = signing_sealgate(sealgate_factory, edge_postfix, signer_pki)
+    c = client(sg, pki)
+    r = authenticate(c, "PLAIN", ALICE, "wrong-" + ALICE_PASSWORD)
+    assert (r.code, r.enhanced) == (535, "5.7.8"), r
+    assert "authentication failed" in r.text, r  # Postfix's own text
+    # Still unauthenticated: a foreign domain is refused, as for any outsider.
+    assert c.cmd(f"MAIL FROM:<{ALICE}>").code == 250
+    r = c.cmd("RCPT TO:<friend@foreign.example>")
+    assert (r.code, r.enhanced) == (554, "5.7.1") and "Relay access denied" in r.text, r
+    c.quit()
 
 
 # --------------------------------------------------------------------------- before-queue
