@@ -186,7 +186,12 @@ def test_encrypted_copy_is_queued_sealed_never_plaintext(queued):
 
 
 def parse_dsn(t):
-    m = email.message_from_bytes(t.content, policy=email.policy.default)
+    return parse_report(t.content)
+
+
+def parse_report(content: bytes):
+    """A DSN: (message, its parts, the per-message fields, the per-recipient fields)."""
+    m = email.message_from_bytes(content, policy=email.policy.default)
     assert m.get_content_type() == "multipart/report"
     assert m.get_param("report-type") == "delivery-status"
     parts = list(m.iter_parts())
