@@ -186,7 +186,12 @@ def test_encrypted_copy_is_queued_sealed_never_plaintext(queued):
 
 
 def parse_dsn(t):
-    m = email.message_from_bytes(t.content, policy=email.policy.default)
+    return parse_report(t.content)
+
+
+def parse_report(content: bytes):
+    """A DSN: (message, its parts, the per-message fields, the per-recipient fields)."""
+    m = email.message_from_bytes(content, policy=email.policy.default)
     assert m.get_content_type() == "multipart/report"
     assert m.get_param("report-type") == "delivery-status"
     parts = list(m.iter_parts())
@@ -335,7 +340,9 @@ def _restart(r, n=[0]) -> Sealgate:
 
 
 # --------------------------------------------------------------------------- kill -9
-KILL_MESSAGES = 100
+# 300 by default (the hundreds the issue asks for): ~20 kills in ~40 s here; 100 gave only ~7
+# kills (~17 s). KILL_MESSAGES=1000 for a longer run (~70 kills, ~75 s).
+KILL_MESSAGES = int(os.environ.get("KILL_MESSAGES", "300"))
 
 
 def test_kill_9_loses_nothing_that_got_250(queued, smime_pki):
@@ -384,7 +391,8 @@ def test_kill_9_loses_nothing_that_got_250(queued, smime_pki):
     kills = 0
     restarts = [first]
     try:
-        while t.is_alive() and kills < 15:
+        # Kills spread over the whole run (about one every 7 messages), not only its start.
+        while t.is_alive() and kills < max(15, KILL_MESSAGES // 7):
             time.sleep(rnd.uniform(0.3, 1.5))
             state["sg"].proc.send_signal(signal.SIGKILL)
             state["sg"].proc.wait(10)
@@ -394,9 +402,10 @@ def test_kill_9_loses_nothing_that_got_250(queued, smime_pki):
             sg = Sealgate(cfg, wd)
             restarts.append(sg)
             state.update(sg=sg, port=sg.port)
-        t.join(120)
+        # After the last kill the client sends what is left (about 0.2 s a message here).
+        t.join(max(120, KILL_MESSAGES))
         assert not t.is_alive(), "client did not finish"
-        assert r.up.wait_for(lambda: entries(r) == [], timeout=60, interval=0.5), entries(r)
+        assert r.up.wait_for(lambda: entries(r) == [], timeout=max(60, KILL_MESSAGES // 2), interval=0.5), entries(r)
     finally:
         stop.set()
         for sg in restarts:
