@@ -62,7 +62,8 @@ if [ "$built" != 0 ]; then
 fi
 echo "fuzz.sh: built in $((SECONDS - build_start)) s"
 
-bin_dir=fuzz/target/x86_64-unknown-linux-gnu/release
+# cargo fuzz builds into CARGO_TARGET_DIR when it is set (tests/soak.sh shares one), else fuzz/target.
+bin_dir=${CARGO_TARGET_DIR:-fuzz/target}/x86_64-unknown-linux-gnu/release
 
 # One target: runs it, then writes "target execs exec/s cpu_s crashes corpus" to $logs/T.result.
 run_one() {
