@@ -490,7 +490,13 @@ impl Session {
         };
         let Some(lf) = self.input.iter().position(|&b| b == b'\n') else {
             if self.input.len() >= limit {
-                if is_bdat(&self.input) && !matches!(self.phase, Phase::AuthContinue) {
+                // Only at the start of a line: the tail of an overlong line being discarded
+                // is not a command, however the reads cut it.
+                let at_line_start = !self.discarding_long_line;
+                if at_line_start
+                    && is_bdat(&self.input)
+                    && !matches!(self.phase, Phase::AuthContinue)
+                {
                     self.refuse_malformed_bdat();
                     return true;
                 }

@@ -760,3 +760,30 @@ fn enhanced_codes_match_the_reply_class() {
         }
     }
 }
+
+#[test]
+fn the_tail_of_an_overlong_line_is_never_read_as_a_bdat_command() {
+    // Found by the session fuzzer: with the line cut at the limit, the rest of the same line
+    // could start with "BDAT" in one split of the reads and be refused as a malformed BDAT
+    // (521, connection closed), while read at once it is one overlong line (500). The outcome
+    // must not depend on how the bytes arrive: the tail of an overlong line is not a command.
+    let cfg = SessionConfig {
+        max_command_line: 64,
+        ..plain_cfg()
+    };
+    let mut input = b"EHLO c.test\r\n".to_vec();
+    input.extend_from_slice(&[b'x'; 64]);
+    input.extend_from_slice(b"BDAT 10 LAST");
+    input.extend_from_slice(&[b'y'; 60]);
+    input.extend_from_slice(b"\r\nNOOP\r\n");
+    let whole = drive(cfg.clone(), features(), &input, input.len());
+    assert_eq!(codes(&whole), ["220", "250", "500", "250"]);
+    assert!(!whole.closed);
+    for split in 1..=80 {
+        assert_eq!(
+            drive(cfg.clone(), features(), &input, split),
+            whole,
+            "split {split}"
+        );
+    }
+}
